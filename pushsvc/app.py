@@ -1,0 +1,59 @@
+"""``create_app()``: the standalone service, with health, metrics and the demo page."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from flask import Flask, jsonify, render_template
+from werkzeug.exceptions import HTTPException
+
+from .extension import EXTENSION_KEY, Push
+
+_HERE = Path(__file__).resolve().parent
+# Installed, the demo page is pushsvc/templates; in a source checkout it is the top-level templates/.
+TEMPLATES = _HERE / "templates"
+if not (TEMPLATES / "index.html").exists():
+    TEMPLATES = _HERE.parent / "templates"
+
+
+def create_app(test_config: dict[str, Any] | None = None, **settings: Any) -> Flask:
+    """Build the standalone pushsvc application.
+
+    ``test_config`` is merged into ``app.config`` (its ``PUSHSVC`` key holds pushsvc settings);
+    keyword arguments are pushsvc settings and win over everything else.
+    """
+    app = Flask(__name__, template_folder=str(TEMPLATES))
+    app.config.from_mapping(JSON_SORT_KEYS=False)
+    if test_config:
+        app.config.from_mapping(test_config)
+    push = Push(app, **settings)
+    _configure_logging(app.extensions[EXTENSION_KEY].settings.log_level)
+
+    @app.get("/")
+    def index() -> str:
+        return render_template("index.html", prefix=push.service.settings.url_prefix)
+
+    @app.get("/healthz")
+    def healthz() -> Any:
+        from .blueprint import healthz as blueprint_healthz
+
+        return blueprint_healthz()
+
+    @app.errorhandler(HTTPException)
+    def http_error(error: HTTPException) -> Any:
+        return jsonify({"error": error.description or error.name}), error.code or 500
+
+    app.extensions["pushsvc.push"] = push
+    return app
+
+
+def _configure_logging(level: str) -> None:
+    logger = logging.getLogger("pushsvc")
+    logger.setLevel(level.upper())
+    if not logging.getLogger().handlers and not logger.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter(
+            "%(asctime)s [%(process)d] %(levelname)s %(name)s: %(message)s"))
+        logger.addHandler(handler)

@@ -1,0 +1,205 @@
+"""The HTTP surface of the contract: parse and validate the request, call the service, answer JSON."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import socket
+from typing import Any
+from urllib.parse import parse_qsl
+
+from flask import Blueprint, Response, current_app, jsonify, request
+from werkzeug.exceptions import HTTPException
+
+from .broker import BrokerUnavailable
+from .messages import InvalidInput, build_batch, build_message, check_groups, check_name
+from .service import Service
+
+log = logging.getLogger(__name__)
+
+STREAM_HEADERS = {
+    "Cache-Control": "no-cache",
+    # nginx buffers proxied responses unless told otherwise; an event stream must pass through at once.
+    "X-Accel-Buffering": "no",
+}
+STREAM_TYPE = "text/event-stream; charset=utf-8"
+CLIENT_ID_PARAMS = ("clientId", "id", "uid")
+
+
+def service() -> Service:
+    """The :class:`Service` of the current application."""
+    return current_app.extensions["pushsvc"]
+
+
+def create_blueprint(name: str = "pushsvc") -> Blueprint:
+    bp = Blueprint(name, __name__, static_folder="static", static_url_path="/static")
+    bp.before_request(_limit_body)
+    bp.register_error_handler(InvalidInput, _invalid)
+    bp.register_error_handler(BrokerUnavailable, _unavailable)
+    bp.register_error_handler(HTTPException, _http_error)
+
+    bp.add_url_rule("/subscribe/<client_id>", view_func=subscribe, methods=["GET"])
+    bp.add_url_rule("/subscribe", view_func=subscribe, methods=["GET"])
+    bp.add_url_rule("/publish", view_func=publish, methods=["POST"])
+    bp.add_url_rule("/push", view_func=legacy_push, methods=["GET", "POST"])
+    bp.add_url_rule("/send", view_func=legacy_push, methods=["GET", "POST"], endpoint="legacy_send")
+    bp.add_url_rule("/close/<client_id>", view_func=close, methods=["GET", "POST"])
+    bp.add_url_rule("/close", view_func=close, methods=["GET", "POST"])
+    bp.add_url_rule("/clients", view_func=clients, methods=["GET"])
+    bp.add_url_rule("/clients/<client_id>", view_func=client, methods=["GET"])
+    bp.add_url_rule("/healthz", view_func=healthz, methods=["GET"])
+    return bp
+
+
+# -- subscribe ---------------------------------------------------------------------------------------
+
+
+def subscribe(client_id: str | None = None) -> Response:
+    svc = service()
+    args = request.args
+    if client_id is None:
+        client_id = next((args[p] for p in CLIENT_ID_PARAMS if p in args), None)
+        if client_id is None:
+            raise InvalidInput("a client id is required: /subscribe/<id> or ?clientId=", field="clientId")
+    check_name(client_id)
+    groups = check_groups(args.getlist("group"), svc.settings)
+    last_event_id = request.headers.get("Last-Event-ID") or args.get("lastEventId") or None
+    sock = request.environ.get("gunicorn.socket")
+    sub = svc.subscribe(client_id, groups, last_event_id=last_event_id,
+                        cut=(lambda: _shut(sock)) if sock is not None else None)
+    if sub.status == 204:
+        return Response(status=204, headers={"Cache-Control": "no-cache"})
+    return Response(sub.body, status=sub.status, content_type=STREAM_TYPE, headers=STREAM_HEADERS,
+                    direct_passthrough=True)
+
+
+def _shut(sock: socket.socket) -> None:
+    # gunicorn's gevent sockets have no timeout: a write to a peer that stopped reading waits forever.
+    # Shutting the socket down wakes that write with an error, so the stream really ends.
+    with contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_RDWR)
+
+
+# -- publish -----------------------------------------------------------------------------------------
+
+
+def publish() -> tuple[Response, int]:
+    svc = service()
+    payload = _payload()
+    if isinstance(payload, list):
+        results = svc.publish(build_batch(payload, svc.settings))
+        return jsonify([r.to_json() for r in results]), 202
+    result = svc.publish([build_message(payload, svc.settings)])[0]
+    return jsonify(result.to_json()), 202
+
+
+def legacy_push() -> tuple[Response, int]:
+    """``/push?id=&content=`` and ``/send?clientId=&content=`` of the original design."""
+    svc = service()
+    values = _form_values() if request.method == "POST" else {}
+    values.update({k: v for k, v in request.args.items()})
+    client_id = next((values[p] for p in CLIENT_ID_PARAMS if p in values), None)
+    if client_id is None:
+        raise InvalidInput("a client id is required (?id= or ?clientId=)", field="id")
+    fields: dict[str, Any] = {"to": client_id, "data": values.get("content", values.get("data"))}
+    if values.get("event"):
+        fields["event"] = values["event"]
+    result = svc.publish([build_message(fields, svc.settings)])[0]
+    return jsonify(result.to_json()), 202
+
+
+def _payload() -> Any:
+    """The publish body: a JSON object or array, or form fields (``to`` may repeat)."""
+    raw = request.get_data(cache=True)
+    mimetype = request.mimetype
+    if mimetype in ("application/x-www-form-urlencoded", "multipart/form-data"):
+        return _form_values()
+    if not raw.strip():
+        raise InvalidInput("the body is empty: send a JSON object, a JSON array or form fields")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise InvalidInput("the body is not valid UTF-8") from None
+    try:
+        return json.loads(text)
+    except ValueError as error:
+        raise InvalidInput(f"the body is not valid JSON: {error}") from None
+
+
+def _form_values() -> dict[str, Any]:
+    if request.mimetype == "multipart/form-data":
+        form = request.form
+        pairs = [(k, v) for k in form for v in form.getlist(k)]
+    else:
+        try:
+            pairs = parse_qsl(request.get_data(cache=True).decode("ascii"), keep_blank_values=True,
+                              strict_parsing=False, encoding="utf-8", errors="strict")
+        except (UnicodeDecodeError, ValueError):
+            raise InvalidInput("the form body is not valid URL-encoded UTF-8") from None
+    values: dict[str, Any] = {}
+    for key, value in pairs:
+        if key == "to" and "to" in values:
+            values["to"] = [*([values["to"]] if isinstance(values["to"], str) else values["to"]), value]
+        else:
+            values[key] = value
+    return values
+
+
+# -- close, clients, health --------------------------------------------------------------------------
+
+
+def close(client_id: str | None = None) -> Response:
+    svc = service()
+    if client_id is None:
+        client_id = next((request.args[p] for p in CLIENT_ID_PARAMS if p in request.args), None)
+        if client_id is None:
+            raise InvalidInput("a client id is required: /close/<id> or ?id=", field="id")
+    check_name(client_id)
+    return jsonify({"closed": svc.close(client_id)})
+
+
+def clients() -> Response:
+    entries = service().clients()
+    return jsonify({
+        "count": len(entries),
+        "connections": sum(e.connections for e in entries.values()),
+        "clients": [e.to_json() for e in entries.values()],
+    })
+
+
+def client(client_id: str) -> tuple[Response, int]:
+    check_name(client_id)
+    entry = service().client(client_id)
+    if entry is None:
+        return jsonify({"error": f"client {client_id!r} has no open stream"}), 404
+    return jsonify(entry.to_json()), 200
+
+
+def healthz() -> tuple[Response, int]:
+    svc = service()
+    state = svc.health()
+    body = {"status": "ok" if state.get("ok") else "unavailable", "broker": svc.broker.name,
+            "details": state, "connections": len(svc.registry)}
+    return jsonify(body), 200 if state.get("ok") else 503
+
+
+# -- errors ------------------------------------------------------------------------------------------
+
+
+def _limit_body() -> None:
+    request.max_content_length = service().settings.max_body_bytes
+
+
+def _invalid(error: InvalidInput) -> tuple[Response, int]:
+    return jsonify(error.to_json()), error.status
+
+
+def _unavailable(error: BrokerUnavailable) -> tuple[Response, int]:
+    log.warning("broker unavailable: %s", error)
+    return jsonify({"error": "the broker cannot take events right now; nothing was published"}), 503
+
+
+def _http_error(error: HTTPException) -> tuple[Response, int]:
+    return jsonify({"error": error.description or error.name}), error.code or 500
+

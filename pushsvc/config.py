@@ -1,0 +1,147 @@
+"""Settings: read once from ``PUSHSVC_*`` environment variables and Flask config, validated, frozen.
+
+Precedence, highest first: keyword arguments (``create_app(heartbeat_seconds=5)``), the Flask config
+mapping ``app.config["PUSHSVC"]`` (keys without the prefix, any case), ``PUSHSVC_*`` in the environment,
+then the defaults below. A bad value raises :class:`ConfigError` with one sentence naming the setting.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from typing import Any
+from urllib.parse import urlsplit
+
+PREFIX = "PUSHSVC_"
+
+DEFAULT_HEARTBEAT_SECONDS = 15.0
+DEFAULT_RETRY_MS = 3000
+DEFAULT_HISTORY_SIZE = 10_000
+DEFAULT_HISTORY_TTL_SECONDS = 600.0
+DEFAULT_QUEUE_SIZE = 1000
+DEFAULT_MAX_CONNECTIONS = 10_000
+DEFAULT_MAX_MESSAGE_BYTES = 65_536
+# A client that has not taken a single byte for this long is gone (a laptop lid closed, a dead NAT).
+DEFAULT_WRITE_TIMEOUT_SECONDS = 30.0
+DEFAULT_MAX_BODY_BYTES = 4 * 1024 * 1024
+DEFAULT_MAX_BATCH = 1000
+DEFAULT_MAX_TARGETS = 1000
+DEFAULT_MAX_GROUPS = 32
+# Soft refusals (busy, broker down) ask browsers to come back after this, give or take half.
+DEFAULT_BUSY_RETRY_MS = 5000
+
+
+class ConfigError(ValueError):
+    """A setting that pushsvc cannot start with. The message is one sentence naming it."""
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Every knob of pushsvc, validated. Build it with :meth:`load`."""
+
+    broker_url: str = "memory://"
+    url_prefix: str = "/sse"
+    heartbeat_seconds: float = DEFAULT_HEARTBEAT_SECONDS
+    retry_ms: int = DEFAULT_RETRY_MS
+    history_size: int = DEFAULT_HISTORY_SIZE
+    history_ttl_seconds: float = DEFAULT_HISTORY_TTL_SECONDS
+    queue_size: int = DEFAULT_QUEUE_SIZE
+    max_connections: int = DEFAULT_MAX_CONNECTIONS
+    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
+    cors_origins: tuple[str, ...] = ("*",)
+    jwt_secret: str | None = None
+    publish_token: str | None = None
+    write_timeout_seconds: float = DEFAULT_WRITE_TIMEOUT_SECONDS
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    max_batch: int = DEFAULT_MAX_BATCH
+    max_targets: int = DEFAULT_MAX_TARGETS
+    max_groups: int = DEFAULT_MAX_GROUPS
+    busy_retry_ms: int = DEFAULT_BUSY_RETRY_MS
+    log_level: str = "INFO"
+
+    @classmethod
+    def load(
+        cls,
+        config: Mapping[str, Any] | None = None,
+        *,
+        environ: Mapping[str, str] | None = None,
+        **overrides: Any,
+    ) -> Settings:
+        """Merge the sources, convert each value to its type and validate the whole."""
+        env = os.environ if environ is None else environ
+        raw: dict[str, Any] = {}
+        for f in fields(cls):
+            key = PREFIX + f.name.upper()
+            if key in env and env[key] != "":
+                raw[f.name] = env[key]
+        for source in (config or {}), overrides:
+            for key, value in source.items():
+                name = key.lower().removeprefix(PREFIX.lower())
+                if name not in _FIELD_NAMES:
+                    raise ConfigError(f"unknown setting {PREFIX}{name.upper()}")
+                raw[name] = value
+        values = {name: _convert(name, value) for name, value in raw.items()}
+        settings = cls(**values)
+        settings.validate()
+        return settings
+
+    def validate(self) -> None:
+        """Raise :class:`ConfigError` for the first setting that makes no sense."""
+        scheme = urlsplit(self.broker_url).scheme
+        if scheme not in ("memory", "redis", "rediss", "unix"):
+            _fail("broker_url", f"is {self.broker_url!r}; use memory:// or redis://HOST:PORT/DB")
+        if not self.url_prefix.startswith("/") or self.url_prefix.endswith("/") or " " in self.url_prefix:
+            _fail("url_prefix", "must start with / and not end with / (for example /sse)")
+        for name in ("heartbeat_seconds", "history_ttl_seconds", "write_timeout_seconds"):
+            if not getattr(self, name) > 0:
+                _fail(name, "must be a positive number of seconds")
+        for name in ("retry_ms", "history_size", "queue_size", "max_connections", "max_message_bytes",
+                     "max_body_bytes", "max_batch", "max_targets", "max_groups", "busy_retry_ms"):
+            if getattr(self, name) < 1:
+                _fail(name, "must be a positive whole number")
+        if self.max_body_bytes < self.max_message_bytes + 1024:
+            _fail("max_body_bytes", "must leave room for one message of max_message_bytes and its fields")
+        if not self.cors_origins:
+            _fail("cors_origins", "must list at least one origin, or *")
+        if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+            _fail("log_level", "must be DEBUG, INFO, WARNING, ERROR or CRITICAL")
+
+    @property
+    def broker_scheme(self) -> str:
+        return urlsplit(self.broker_url).scheme
+
+
+_FIELD_NAMES = {f.name for f in fields(Settings)}
+_FIELD_TYPES = {f.name: f.type for f in fields(Settings)}
+
+
+def _fail(name: str, why: str) -> None:
+    raise ConfigError(f"{PREFIX}{name.upper()} {why}")
+
+
+def _convert(name: str, value: Any) -> Any:
+    kind = _FIELD_TYPES[name]
+    try:
+        if kind == "int":
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                raise ValueError
+            return int(value)
+        if kind == "float":
+            if isinstance(value, bool):
+                raise ValueError
+            return float(value)
+        if kind == "tuple[str, ...]":
+            items = value.split(",") if isinstance(value, str) else list(value)
+            return tuple(item.strip().rstrip("/") for item in items if item.strip())
+        if kind == "str | None":
+            return None if value is None or value == "" else str(value)
+        return str(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{PREFIX}{name.upper()} must be {_describe(kind)}, not {value!r}") from None
+
+
+def _describe(kind: str) -> str:
+    return {"int": "a whole number", "float": "a number", "tuple[str, ...]": "a comma separated list"}.get(
+        kind, "text"
+    )

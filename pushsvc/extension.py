@@ -1,0 +1,97 @@
+"""``Push``: pushsvc as a Flask extension, and the Python API for publishing from application code."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from typing import Any
+
+from flask import Flask, current_app, has_app_context
+
+from .blueprint import create_blueprint
+from .config import Settings
+from .messages import check_data, check_event_name, check_name, check_retry
+from .service import Service
+from .targets import Target
+
+log = logging.getLogger(__name__)
+
+EXTENSION_KEY = "pushsvc"
+
+
+class Push:
+    """Mount pushsvc in a Flask app and publish from anywhere in it.
+
+    ``Push(app)`` or ``push = Push(); push.init_app(app)``. Settings come from ``PUSHSVC_*`` environment
+    variables, ``app.config["PUSHSVC"]`` and the keyword arguments given here, in rising precedence.
+
+    The publishing methods work inside a request, in a background greenlet or thread, or in a process that
+    serves no streams at all (with the Redis broker): outside an application context they use the app
+    this object was initialised with last.
+    """
+
+    def __init__(self, app: Flask | None = None, **settings: Any):
+        self._settings = settings
+        self._service: Service | None = None
+        if app is not None:
+            self.init_app(app)
+
+    def init_app(self, app: Flask, **settings: Any) -> None:
+        merged = {**self._settings, **settings}
+        config = Settings.load(app.config.get("PUSHSVC"), **merged)
+        service = Service(config)
+        app.extensions[EXTENSION_KEY] = service
+        app.register_blueprint(create_blueprint(), url_prefix=config.url_prefix)
+        self._service = service
+
+    @property
+    def service(self) -> Service:
+        """The service of the current app, or of the app this object was initialised with."""
+        if has_app_context() and EXTENSION_KEY in current_app.extensions:
+            return current_app.extensions[EXTENSION_KEY]
+        if self._service is None:
+            raise RuntimeError("Push is not initialised: call Push(app) or push.init_app(app) first")
+        return self._service
+
+    def send(self, client_id: str, data: Any, *, event: str | None = None, retry: int | None = None) -> str:
+        """Send an event to every stream of one client id; returns the event id."""
+        return self._send(Target.clients([check_name(client_id)]), data, event, retry)
+
+    def send_many(self, client_ids: Iterable[str], data: Any, *, event: str | None = None,
+                  retry: int | None = None) -> str:
+        """Send one event to each of a set of client ids."""
+        ids = [check_name(i) for i in client_ids]
+        if not ids:
+            raise ValueError("send_many needs at least one client id")
+        return self._send(Target.clients(ids), data, event, retry)
+
+    def send_group(self, group: str, data: Any, *, event: str | None = None, retry: int | None = None) -> str:
+        """Send to every connection that joined ``group``."""
+        return self._send(Target.group(check_name(group, field="group")), data, event, retry)
+
+    def send_prefix(self, prefix: str, data: Any, *, event: str | None = None,
+                    retry: int | None = None) -> str:
+        """Send to every client whose id starts with ``prefix``."""
+        return self._send(Target.prefix(check_name(prefix, field="prefix")), data, event, retry)
+
+    def broadcast(self, data: Any, *, event: str | None = None, retry: int | None = None) -> str:
+        """Send to every open connection."""
+        return self._send(Target.everyone(), data, event, retry)
+
+    def close(self, client_id: str) -> int:
+        """End every stream of ``client_id`` for good; returns how many were open."""
+        return self.service.close(check_name(client_id))
+
+    def clients(self) -> list[dict[str, Any]]:
+        """``[{"id", "connections", "groups"}, …]`` for the whole service."""
+        return [c.to_json() for c in self.service.clients().values()]
+
+    def count(self) -> int:
+        """How many client ids have at least one open stream, whole service."""
+        return len(self.service.clients())
+
+    def _send(self, target: Target, data: Any, event: str | None, retry: int | None) -> str:
+        service = self.service
+        check_data(data, service.settings)
+        return service.send(target, data, event=None if event is None else check_event_name(event),
+                            retry=None if retry is None else check_retry(retry))

@@ -1,0 +1,221 @@
+"""Client id -> open connections, with indexes for groups and id prefixes.
+
+The registry knows bytes, not SSE. Each connection owns a bounded gevent queue of :class:`Frame`s; a
+publisher only ever calls ``put_nowait``, so a slow reader can never block it. A connection whose queue is
+full, or whose socket has not taken a write for too long, is cut off: it comes back and resumes from history.
+"""
+
+from __future__ import annotations
+
+import bisect
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from gevent.queue import Full, Queue
+
+from .targets import Target
+
+log = logging.getLogger(__name__)
+
+
+class Frame:
+    """Encoded bytes for the wire, with the broker's ordering ``key`` (``None`` for comments).
+
+    One frame is made per event and shared by every connection it goes to. ``end`` asks the stream to
+    stop after writing it.
+    """
+
+    __slots__ = ("data", "end", "event_id", "key")
+
+    def __init__(self, data: bytes, key: Any = None, *, event_id: str | None = None, end: bool = False):
+        self.data = data
+        self.key = key
+        self.event_id = event_id
+        self.end = end
+
+    def __repr__(self) -> str:
+        return f"Frame(id={self.event_id!r}, end={self.end}, {len(self.data)} bytes)"
+
+
+class Connection:
+    """One open stream. ``cut`` ends it from outside (shuts its socket down), whatever it is doing."""
+
+    __slots__ = ("client_id", "cut", "dead", "groups", "opened", "queue", "sent", "skip_until",
+                 "writing_since")
+
+    def __init__(self, client_id: str, groups: Iterable[str] = (), *, queue_size: int,
+                 cut: Callable[[], None] | None = None):
+        self.client_id = client_id
+        self.groups = tuple(dict.fromkeys(groups))
+        self.queue: Queue = Queue(maxsize=queue_size)
+        self.cut = cut or (lambda: None)
+        self.opened = time.monotonic()
+        self.sent = 0
+        self.dead = False
+        # Replayed events may also arrive live while replay runs; keys up to this one are dropped once.
+        self.skip_until: Any = None
+        # Set while the server is writing to this connection's socket; the watchdog reads it.
+        self.writing_since: float | None = None
+
+    def __repr__(self) -> str:
+        return f"Connection({self.client_id!r}, groups={self.groups})"
+
+
+@dataclass(slots=True)
+class ClientInfo:
+    id: str
+    connections: int = 0
+    groups: set[str] = field(default_factory=set)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"id": self.id, "connections": self.connections, "groups": sorted(self.groups)}
+
+
+class Registry:
+    """All open connections of this worker.
+
+    ``on_slow(connection, reason)`` is called once for a connection that is cut off for being slow; it has
+    already left the registry by then.
+    """
+
+    def __init__(self, *, on_slow: Callable[[Connection, str], None] | None = None):
+        self.connections: set[Connection] = set()
+        self._by_client: dict[str, set[Connection]] = {}
+        self._by_group: dict[str, set[Connection]] = {}
+        self._sorted_ids: list[str] = []
+        self._on_slow = on_slow or (lambda conn, reason: None)
+        self.listeners: list[Callable[[str, Connection], None]] = []
+        #: Frames queued, by target kind.
+        self.delivered: Counter[str] = Counter()
+
+    def __len__(self) -> int:
+        return len(self.connections)
+
+    def add(self, conn: Connection) -> None:
+        self.connections.add(conn)
+        peers = self._by_client.get(conn.client_id)
+        if peers is None:
+            peers = self._by_client[conn.client_id] = set()
+            bisect.insort(self._sorted_ids, conn.client_id)
+        peers.add(conn)
+        for group in conn.groups:
+            self._by_group.setdefault(group, set()).add(conn)
+        for listener in self.listeners:
+            listener("connect", conn)
+
+    def remove(self, conn: Connection) -> None:
+        if conn not in self.connections:
+            return
+        self.connections.discard(conn)
+        peers = self._by_client.get(conn.client_id)
+        if peers is not None:
+            peers.discard(conn)
+            if not peers:
+                del self._by_client[conn.client_id]
+                index = bisect.bisect_left(self._sorted_ids, conn.client_id)
+                if index < len(self._sorted_ids) and self._sorted_ids[index] == conn.client_id:
+                    del self._sorted_ids[index]
+        for group in conn.groups:
+            members = self._by_group.get(group)
+            if members is not None:
+                members.discard(conn)
+                if not members:
+                    del self._by_group[group]
+        for listener in self.listeners:
+            listener("disconnect", conn)
+
+    def select(self, target: Target) -> Iterator[Connection]:
+        """Every connection the target addresses, each once."""
+        if target.kind == "all":
+            yield from self.connections
+        elif target.kind == "to":
+            for client_id in target.values:
+                yield from self._by_client.get(client_id, ())
+        elif target.kind == "group":
+            yield from self._by_group.get(target.values[0], ())
+        else:
+            prefix = target.values[0]
+            ids = self._sorted_ids
+            index = bisect.bisect_left(ids, prefix)
+            while index < len(ids) and ids[index].startswith(prefix):
+                yield from self._by_client.get(ids[index], ())
+                index += 1
+
+    def count(self, target: Target) -> int:
+        if target.kind == "all":
+            return len(self.connections)
+        if target.kind == "group":
+            return len(self._by_group.get(target.values[0], ()))
+        if target.kind == "to":
+            return sum(len(self._by_client.get(client_id, ())) for client_id in target.values)
+        return sum(1 for _ in self.select(target))
+
+    def dispatch(self, target: Target, frame: Frame) -> int:
+        """Queue ``frame`` on every connection of ``target``; cut off those whose queue is full."""
+        delivered = self._queue(self.connections if target.kind == "all" else self.select(target), frame)
+        self.delivered[target.kind] += delivered
+        return delivered
+
+    def heartbeat(self, frame: Frame) -> None:
+        """Queue a comment frame on every connection (not counted as a delivery)."""
+        self._queue(self.connections, frame)
+
+    def _queue(self, conns: Iterable[Connection], frame: Frame) -> int:
+        # put_nowait never switches greenlets, so the indexes cannot change under the loop; slow
+        # connections are cut only after it.
+        delivered = 0
+        slow = None
+        for conn in conns:
+            try:
+                conn.queue.put_nowait(frame)
+                delivered += 1
+            except Full:
+                if slow is None:
+                    slow = []
+                slow.append(conn)
+        if slow:
+            for conn in slow:
+                self.drop(conn, "queue full")
+        return delivered
+
+    def drop(self, conn: Connection, reason: str) -> None:
+        """Cut a connection off for being slow: it leaves the registry now and its socket is shut."""
+        if conn.dead:
+            return
+        conn.dead = True
+        self.remove(conn)
+        try:
+            conn.cut()
+        except OSError:
+            log.debug("socket of %s already gone", conn.client_id)
+        self._on_slow(conn, reason)
+
+    def stalled(self, now: float, timeout: float) -> list[Connection]:
+        """Connections stuck in one socket write for longer than ``timeout`` seconds."""
+        return [c for c in self.connections
+                if c.writing_since is not None and now - c.writing_since > timeout]
+
+    def client_ids(self) -> list[str]:
+        return list(self._sorted_ids)
+
+    def clients(self) -> dict[str, ClientInfo]:
+        result: dict[str, ClientInfo] = {}
+        for client_id in self._sorted_ids:
+            info = result[client_id] = ClientInfo(client_id)
+            for conn in self._by_client[client_id]:
+                info.connections += 1
+                info.groups.update(conn.groups)
+        return result
+
+    def client(self, client_id: str) -> ClientInfo | None:
+        conns = self._by_client.get(client_id)
+        if not conns:
+            return None
+        info = ClientInfo(client_id, len(conns))
+        for conn in conns:
+            info.groups.update(conn.groups)
+        return info

@@ -1,0 +1,276 @@
+"""The facade: publish, close, presence, and the life of one stream. No Flask here.
+
+One :class:`Service` per application per worker process. It starts lazily, in the worker, on first use:
+the broker's reader and one housekeeping greenlet that sends heartbeats and cuts off stalled sockets.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import gevent
+
+from . import wire
+from .broker import Broker, BrokerUnavailable, Message, is_close_id
+from .brokers import create_broker
+from .config import Settings
+from .messages import is_event_id
+from .registry import ClientInfo, Connection, Frame, Registry
+from .stats import Stats
+from .targets import Target
+
+log = logging.getLogger(__name__)
+
+HEARTBEAT_FRAME = Frame(wire.HEARTBEAT)
+# A connection that is behind gets up to this many queued events in one socket write.
+MAX_FRAMES_PER_WRITE = 256
+CLOSE_DATA = {"reason": "closed by the server"}
+
+
+@dataclass(frozen=True, slots=True)
+class Published:
+    id: str
+    online: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {"id": self.id, "online": self.online}
+
+
+@dataclass(frozen=True, slots=True)
+class Subscription:
+    """What to answer a subscribe with: a status, and the body when it is a stream."""
+
+    status: int
+    body: Iterator[bytes] | None = None
+    reason: str = ""
+
+
+class Service:
+    """Everything pushsvc does, for one application in one worker process."""
+
+    def __init__(self, settings: Settings, broker: Broker | None = None):
+        self.settings = settings
+        self.broker = broker or create_broker(settings)
+        self.stats = Stats()
+        self.registry = Registry(on_slow=self._on_slow)
+        self._started_in: int | None = None
+        self._housekeeper: gevent.Greenlet | None = None
+        self.draining = False
+
+    # -- life cycle ---------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the broker's delivery and the housekeeping greenlet in this process, once."""
+        if self._started_in == os.getpid():
+            return
+        self._started_in = os.getpid()
+        self.broker.start(self.registry)
+        self._housekeeper = gevent.spawn(self._housekeeping)
+        log.info("pushsvc started in worker %s with the %s broker", os.getpid(), self.broker.name)
+
+    def stop(self) -> None:
+        if self._housekeeper is not None:
+            self._housekeeper.kill(block=False)
+        self.broker.stop()
+        self._started_in = None
+
+    def _housekeeping(self) -> None:
+        settings = self.settings
+        tick = min(1.0, settings.heartbeat_seconds)
+        next_beat = time.monotonic() + settings.heartbeat_seconds
+        while True:
+            gevent.sleep(tick)
+            now = time.monotonic()
+            try:
+                if now >= next_beat:
+                    next_beat = now + settings.heartbeat_seconds
+                    self.registry.heartbeat(HEARTBEAT_FRAME)
+                for conn in self.registry.stalled(now, settings.write_timeout_seconds):
+                    self.registry.drop(conn, "write timeout")
+            except Exception:  # never let housekeeping die: heartbeats keep every stream alive
+                log.exception("housekeeping failed in worker %s", os.getpid())
+
+    def _on_slow(self, conn: Connection, reason: str) -> None:
+        self.stats.slow_disconnects[reason] += 1
+        log.warning("cut off slow client %s in worker %s: %s after %.1f s, %d writes",
+                    conn.client_id, os.getpid(), reason, time.monotonic() - conn.opened, conn.sent)
+
+    # -- publishing ---------------------------------------------------------------------------------
+
+    def publish(self, messages: Sequence[Message]) -> list[Published]:
+        """Publish in order, all or none. Raises :class:`BrokerUnavailable` when nothing was stored."""
+        self.start()
+        online = [self.broker.online(m.target) for m in messages]
+        try:
+            ids = self.broker.publish(messages)
+        except BrokerUnavailable:
+            self.stats.broker_errors += 1
+            raise
+        for message in messages:
+            self.stats.published[message.target.kind] += 1
+        if log.isEnabledFor(logging.DEBUG):
+            for message, event_id, count in zip(messages, ids, online, strict=True):
+                log.debug("published %s to %s %s (%d online)", event_id, message.target.kind,
+                          ",".join(message.target.values), count)
+        return [Published(i, n) for i, n in zip(ids, online, strict=True)]
+
+    def send(self, target: Target, data: Any, *, event: str | None = None, retry: int | None = None) -> str:
+        """Publish one event built from Python values; returns its id. Validation is the caller's."""
+        body = wire.encode_body(wire.data_text(data), event=event, retry=retry)
+        return self.publish([Message(target, body)])[0].id
+
+    def close(self, client_id: str) -> int:
+        """End every stream of ``client_id``, on every worker; returns how many were open."""
+        body = wire.encode_body(wire.data_text(CLOSE_DATA), event="close")
+        result = self.publish([Message(Target.clients([client_id]), body, close=True)])[0]
+        log.info("close %s: %d streams, event %s", client_id, result.online, result.id)
+        return result.online
+
+    # -- presence -----------------------------------------------------------------------------------
+
+    def clients(self) -> dict[str, ClientInfo]:
+        self.start()
+        return self.broker.clients()
+
+    def client(self, client_id: str) -> ClientInfo | None:
+        self.start()
+        return self.broker.client(client_id)
+
+    def health(self) -> dict[str, Any]:
+        self.start()
+        return self.broker.health()
+
+    # -- subscribing --------------------------------------------------------------------------------
+
+    def subscribe(
+        self,
+        client_id: str,
+        groups: Iterable[str] = (),
+        *,
+        last_event_id: str | None = None,
+        cut: Callable[[], None] | None = None,
+    ) -> Subscription:
+        """Admit a stream, or say why not. ``cut`` shuts the client's socket (see :class:`Connection`)."""
+        self.start()
+        if last_event_id and is_close_id(last_event_id):
+            self.stats.refused["closed"] += 1
+            return Subscription(204, reason="closed")
+        if self.draining:
+            return self._busy("restarting", last_event_id)
+        if len(self.registry) >= self.settings.max_connections:
+            return self._busy("full", last_event_id)
+        if not self.broker.health().get("ok"):
+            return self._busy("broker unavailable", last_event_id)
+        conn = Connection(client_id, groups, queue_size=self.settings.queue_size, cut=cut)
+        return Subscription(200, self._stream(conn, last_event_id))
+
+    def _busy(self, reason: str, last_event_id: str | None) -> Subscription:
+        self.stats.refused[reason] += 1
+        return Subscription(200, iter([self.soft_refusal(reason, last_event_id)]), reason=reason)
+
+    def soft_refusal(self, reason: str, last_event_id: str | None) -> bytes:
+        """``retry:`` with jitter and ``event: busy``: the browser comes back later, all at different times.
+
+        The event repeats the client's own Last-Event-ID, so its resume point survives the refusal.
+        """
+        delay = int(self.settings.busy_retry_ms * random.uniform(0.5, 1.5))
+        echo = last_event_id if last_event_id and is_event_id(last_event_id) else ""
+        return wire.retry(delay) + wire.encode(echo, {"reason": reason, "retry": delay}, event="busy")
+
+    def _stream(self, conn: Connection, last_event_id: str | None) -> Iterator[bytes]:
+        registry = self.registry
+        registry.add(conn)
+        self.stats.connections_opened += 1
+        log.info("connect %s groups=%s worker=%s resume=%s", conn.client_id, ",".join(conn.groups),
+                 os.getpid(), last_event_id or "-")
+        ended = "client gone"
+        try:
+            yield wire.retry(self.settings.retry_ms)
+            if last_event_id:
+                head, end = self._resume(conn, last_event_id)
+                if head:
+                    yield head
+                if end:
+                    ended = "closed"
+                    return
+            ended = yield from self._live(conn)
+        except BrokerUnavailable:
+            ended = "broker unavailable"
+            yield self.soft_refusal("broker unavailable", None)
+        finally:
+            registry.remove(conn)
+            self.stats.connections_closed += 1
+            if conn.dead:
+                ended = "cut off"
+            log.info("disconnect %s worker=%s after %.1f s, %d writes: %s", conn.client_id, os.getpid(),
+                     time.monotonic() - conn.opened, conn.sent, ended)
+
+    def _resume(self, conn: Connection, last_event_id: str) -> tuple[bytes, bool]:
+        """The replayed bytes (or a reset event), and whether the stream must end after them."""
+        replay = self.broker.replay(last_event_id, conn.client_id, conn.groups)
+        self.stats.replays += 1
+        if replay.reset:
+            self.stats.resets[replay.reset] += 1
+            log.info("reset %s worker=%s: %s (Last-Event-ID %s)", conn.client_id, os.getpid(),
+                     replay.reset, last_event_id)
+            data = {"reason": replay.reset, "lastEventId": last_event_id}
+            return wire.encode(replay.head_id, data, event="reset"), False
+        frames = replay.frames
+        if not frames:
+            return b"", False
+        self.stats.replayed_events += len(frames)
+        conn.skip_until = frames[-1].key
+        for index, frame in enumerate(frames):
+            if frame.end:
+                return b"".join(f.data for f in frames[: index + 1]), True
+        return b"".join(f.data for f in frames), False
+
+    def _live(self, conn: Connection) -> Iterator[bytes]:
+        """Write queued frames until one ends the stream; returns why it ended."""
+        queue = conn.queue
+        get, get_nowait, qsize = queue.get, queue.get_nowait, queue.qsize
+        clock = time.monotonic
+        while True:
+            frame = get()
+            if qsize() == 0 and conn.skip_until is None:
+                # The common case: one event, written as it is.
+                conn.writing_since = clock()
+                yield frame.data
+                conn.writing_since = None
+                conn.sent += 1
+                if frame.end:
+                    return "closed"
+                continue
+            batch = [frame]
+            for _ in range(min(qsize(), MAX_FRAMES_PER_WRITE)):
+                batch.append(get_nowait())
+            if conn.skip_until is not None:
+                batch = self._skip_replayed(conn, batch)
+            end = next((i for i, f in enumerate(batch) if f.end), None)
+            if end is not None:
+                batch = batch[: end + 1]
+            if batch:
+                conn.writing_since = clock()
+                yield b"".join(f.data for f in batch)
+                conn.writing_since = None
+                conn.sent += 1
+            if end is not None:
+                return "closed"
+
+    @staticmethod
+    def _skip_replayed(conn: Connection, batch: list[Frame]) -> list[Frame]:
+        """Drop frames already written by the replay; once a newer one is seen, stop checking."""
+        kept = []
+        for frame in batch:
+            if frame.key is None or conn.skip_until is None:
+                kept.append(frame)
+            elif frame.key > conn.skip_until:
+                conn.skip_until = None
+                kept.append(frame)
+        return kept
