@@ -9,6 +9,7 @@ presence methods. Choose one with :func:`pushsvc.brokers.create_broker`.
 from __future__ import annotations
 
 import logging
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -71,6 +72,7 @@ class Broker(ABC):
 
     def __init__(self) -> None:
         self.registry: Registry | None = None
+        self._tickets: dict[str, tuple[str, float]] = {}
 
     def start(self, registry: Registry) -> None:
         """Begin delivering published events to ``registry``. Called once per worker, lazily."""
@@ -110,3 +112,18 @@ class Broker(ABC):
         if self.registry is None:
             return Registry()
         return self.registry
+
+    # One-time tickets (see auth): stored with a TTL, taken at most once across the whole service. The
+    # defaults keep them in this process, which is the whole service when the broker is not shared.
+
+    def put_ticket(self, ticket: str, value: str, ttl_seconds: float) -> None:
+        now = time.monotonic()
+        self._tickets = {k: v for k, v in self._tickets.items() if v[1] > now}
+        self._tickets[ticket] = (value, now + ttl_seconds)
+
+    def take_ticket(self, ticket: str) -> str | None:
+        """The value stored under ``ticket``, once; ``None`` if unknown, expired or already taken."""
+        entry = self._tickets.pop(ticket, None)
+        if entry is None or entry[1] < time.monotonic():
+            return None
+        return entry[0]
