@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
-import socket
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -14,6 +12,7 @@ from werkzeug.exceptions import HTTPException
 
 from .broker import BrokerUnavailable
 from .messages import InvalidInput, build_batch, build_message, check_groups, check_name
+from .peer import SocketPeer
 from .service import Service
 
 log = logging.getLogger(__name__)
@@ -39,7 +38,8 @@ def create_blueprint(name: str = "pushsvc") -> Blueprint:
     bp.register_error_handler(BrokerUnavailable, _unavailable)
     bp.register_error_handler(HTTPException, _http_error)
 
-    bp.add_url_rule("/subscribe/<client_id>", view_func=subscribe, methods=["GET"])
+    # path: an id with an encoded "/" must get the 400 of a bad id, not a 404.
+    bp.add_url_rule("/subscribe/<path:client_id>", view_func=subscribe, methods=["GET"])
     bp.add_url_rule("/subscribe", view_func=subscribe, methods=["GET"])
     bp.add_url_rule("/publish", view_func=publish, methods=["POST"])
     bp.add_url_rule("/push", view_func=legacy_push, methods=["GET", "POST"])
@@ -66,19 +66,12 @@ def subscribe(client_id: str | None = None) -> Response:
     groups = check_groups(args.getlist("group"), svc.settings)
     last_event_id = request.headers.get("Last-Event-ID") or args.get("lastEventId") or None
     sock = request.environ.get("gunicorn.socket")
-    sub = svc.subscribe(client_id, groups, last_event_id=last_event_id,
-                        cut=(lambda: _shut(sock)) if sock is not None else None)
+    peer = SocketPeer(sock) if sock is not None else None
+    sub = svc.subscribe(client_id, groups, last_event_id=last_event_id, peer=peer)
     if sub.status == 204:
         return Response(status=204, headers={"Cache-Control": "no-cache"})
     return Response(sub.body, status=sub.status, content_type=STREAM_TYPE, headers=STREAM_HEADERS,
                     direct_passthrough=True)
-
-
-def _shut(sock: socket.socket) -> None:
-    # gunicorn's gevent sockets have no timeout: a write to a peer that stopped reading waits forever.
-    # Shutting the socket down wakes that write with an error, so the stream really ends.
-    with contextlib.suppress(OSError):
-        sock.shutdown(socket.SHUT_RDWR)
 
 
 # -- publish -----------------------------------------------------------------------------------------

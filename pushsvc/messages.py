@@ -66,9 +66,10 @@ def check_name(value: Any, *, field: str = "client id") -> str:
 
 
 def check_groups(values: Sequence[Any], settings: Settings) -> tuple[str, ...]:
-    if len(values) > settings.max_groups:
+    groups = tuple(dict.fromkeys(check_name(v, field="group") for v in values))
+    if len(groups) > settings.max_groups:
         raise InvalidInput(f"at most {settings.max_groups} groups per connection", field="group")
-    return tuple(dict.fromkeys(check_name(v, field="group") for v in values))
+    return groups
 
 
 def is_event_id(value: str) -> bool:

@@ -12,9 +12,10 @@ import random
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import gevent
+from gevent.queue import Full
 
 from . import wire
 from .broker import Broker, BrokerUnavailable, Message, is_close_id
@@ -28,9 +29,19 @@ from .targets import Target
 log = logging.getLogger(__name__)
 
 HEARTBEAT_FRAME = Frame(wire.HEARTBEAT)
+# Queued when the client hangs up, to wake its stream; never written.
+HANG_UP = Frame(b"", end=True)
 # A connection that is behind gets up to this many queued events in one socket write.
 MAX_FRAMES_PER_WRITE = 256
 CLOSE_DATA = {"reason": "closed by the server"}
+
+
+class Peer(Protocol):
+    """The client's socket as the service needs it (see :class:`pushsvc.peer.SocketPeer`)."""
+
+    def cut(self) -> None: ...
+
+    def watch(self, on_hangup: Callable[[], None]) -> Callable[[], None]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,9 +165,9 @@ class Service:
         groups: Iterable[str] = (),
         *,
         last_event_id: str | None = None,
-        cut: Callable[[], None] | None = None,
+        peer: Peer | None = None,
     ) -> Subscription:
-        """Admit a stream, or say why not. ``cut`` shuts the client's socket (see :class:`Connection`)."""
+        """Admit a stream, or say why not. ``peer`` is the client's socket, to cut off or watch."""
         self.start()
         if last_event_id and is_close_id(last_event_id):
             self.stats.refused["closed"] += 1
@@ -167,8 +178,9 @@ class Service:
             return self._busy("full", last_event_id)
         if not self.broker.health().get("ok"):
             return self._busy("broker unavailable", last_event_id)
-        conn = Connection(client_id, groups, queue_size=self.settings.queue_size, cut=cut)
-        return Subscription(200, self._stream(conn, last_event_id))
+        conn = Connection(client_id, groups, queue_size=self.settings.queue_size,
+                          cut=peer.cut if peer is not None else None)
+        return Subscription(200, self._stream(conn, last_event_id, peer))
 
     def _busy(self, reason: str, last_event_id: str | None) -> Subscription:
         self.stats.refused[reason] += 1
@@ -183,9 +195,10 @@ class Service:
         echo = last_event_id if last_event_id and is_event_id(last_event_id) else ""
         return wire.retry(delay) + wire.encode(echo, {"reason": reason, "retry": delay}, event="busy")
 
-    def _stream(self, conn: Connection, last_event_id: str | None) -> Iterator[bytes]:
+    def _stream(self, conn: Connection, last_event_id: str | None, peer: Peer | None) -> Iterator[bytes]:
         registry = self.registry
         registry.add(conn)
+        unwatch = peer.watch(lambda: self._hung_up(conn)) if peer is not None else None
         self.stats.connections_opened += 1
         log.info("connect %s groups=%s worker=%s resume=%s", conn.client_id, ",".join(conn.groups),
                  os.getpid(), last_event_id or "-")
@@ -204,12 +217,25 @@ class Service:
             ended = "broker unavailable"
             yield self.soft_refusal("broker unavailable", None)
         finally:
+            if unwatch is not None:
+                unwatch()
             registry.remove(conn)
             self.stats.connections_closed += 1
-            if conn.dead:
+            if conn.dead and ended == "client gone":
                 ended = "cut off"
             log.info("disconnect %s worker=%s after %.1f s, %d writes: %s", conn.client_id, os.getpid(),
                      time.monotonic() - conn.opened, conn.sent, ended)
+
+    def _hung_up(self, conn: Connection) -> None:
+        """The client closed its end: leave the registry now and wake the stream so it ends."""
+        if conn.dead:
+            return
+        conn.dead = True
+        self.registry.remove(conn)
+        try:
+            conn.queue.put_nowait(HANG_UP)
+        except Full:
+            conn.cut()  # the stream is in a write, which the shutdown fails
 
     def _resume(self, conn: Connection, last_event_id: str) -> tuple[bytes, bool]:
         """The replayed bytes (or a reset event), and whether the stream must end after them."""
@@ -238,6 +264,8 @@ class Service:
         clock = time.monotonic
         while True:
             frame = get()
+            if frame is HANG_UP:
+                return "client gone"
             if qsize() == 0 and conn.skip_until is None:
                 # The common case: one event, written as it is.
                 conn.writing_since = clock()
@@ -250,6 +278,8 @@ class Service:
             batch = [frame]
             for _ in range(min(qsize(), MAX_FRAMES_PER_WRITE)):
                 batch.append(get_nowait())
+            if HANG_UP in batch:
+                return "client gone"
             if conn.skip_until is not None:
                 batch = self._skip_replayed(conn, batch)
             end = next((i for i, f in enumerate(batch) if f.end), None)

@@ -1,0 +1,84 @@
+"""The in-memory broker's ids, history and resume rules, in process."""
+
+from __future__ import annotations
+
+from pushsvc import wire
+from pushsvc.broker import RESET_EXPIRED, RESET_UNKNOWN, Message, is_close_id
+from pushsvc.memory_broker import MemoryBroker
+from pushsvc.registry import Registry
+from pushsvc.targets import Target
+
+
+def message(target: Target, text: str, close: bool = False) -> Message:
+    return Message(target, wire.encode_body(text), close=close)
+
+
+def broker(size: int = 100, ttl: float = 600) -> MemoryBroker:
+    b = MemoryBroker(history_size=size, history_ttl_seconds=ttl)
+    b.start(Registry())
+    return b
+
+
+def test_ids_increase_and_carry_the_epoch():
+    b = broker()
+    ids = b.publish([message(Target.everyone(), "a"), message(Target.everyone(), "b")])
+    ids += b.publish([message(Target.everyone(), "c")])
+    assert ids == [f"{b.epoch}-1", f"{b.epoch}-2", f"{b.epoch}-3"]
+
+
+def test_replay_gives_what_the_connection_would_have_received():
+    b = broker()
+    first = b.publish([message(Target.clients(["u1"]), "start")])[0]
+    b.publish([
+        message(Target.clients(["u2"]), "not-mine"),
+        message(Target.clients(["u1", "u3"]), "mine"),
+        message(Target.group("g"), "group"),
+        message(Target.prefix("u"), "prefix"),
+        message(Target.everyone(), "all"),
+    ])
+    replay = b.replay(first, "u1", ["g"])
+    assert replay.reset is None
+    assert [f.data.split(b"data: ")[1] for f in replay.frames] == [b"mine\n\n", b"group\n\n", b"prefix\n\n",
+                                                                   b"all\n\n"]
+    assert b.replay(replay.frames[-1].event_id, "u1", ["g"]).frames == []
+
+
+def test_unknown_ids_reset():
+    b = broker()
+    b.publish([message(Target.everyone(), "x")])
+    for bad in ["nonsense", f"{b.epoch - 1}-1", f"{b.epoch}-99", f"{b.epoch}-", f"{b.epoch}-\uff11"]:
+        replay = b.replay(bad, "u1", [])
+        assert replay.reset == RESET_UNKNOWN, bad
+        assert replay.head_id == f"{b.epoch}-1"
+
+
+def test_ids_older_than_the_history_reset():
+    b = broker(size=3)
+    ids = b.publish([message(Target.everyone(), str(n)) for n in range(6)])
+    assert b.replay(ids[0], "u", []).reset == RESET_EXPIRED
+    assert b.replay(ids[1], "u", []).reset == RESET_EXPIRED
+    replay = b.replay(ids[2], "u", [])
+    assert replay.reset is None and len(replay.frames) == 3
+
+
+def test_ttl_expires_history():
+    now = [1000.0]
+    b = broker()
+    b.history._clock = lambda: now[0]
+    ids = b.publish([message(Target.everyone(), "old")])
+    b.publish([message(Target.everyone(), "old2")])
+    now[0] += 601
+    assert b.replay(ids[0], "u", []).reset == RESET_EXPIRED
+    # Nothing retained, but the client saw the newest event: nothing is missing.
+    assert b.replay(f"{b.epoch}-2", "u", []).reset is None
+
+
+def test_close_events_are_marked_and_end_the_stream():
+    b = broker()
+    before = b.publish([message(Target.everyone(), "x")])[0]
+    close_id = b.publish([message(Target.clients(["u1"]), "bye", close=True)])[0]
+    assert is_close_id(close_id)
+    replay = b.replay(before, "u1", [])
+    assert replay.frames[-1].end and replay.frames[-1].event_id == close_id
+    assert b.replay(before, "u2", []).frames == []
+    assert b.replay(close_id, "u1", []).reset is None
