@@ -40,6 +40,12 @@ keepalive = int(_env("PUSHSVC_KEEPALIVE", "5"))
 # after gevent has patched the standard library.
 preload_app = False
 
+# gunicorn 27 opens a control socket at one fixed path per user; two servers on one machine would fight
+# over it. Off unless a path is given.
+control_socket_disable = not _env("PUSHSVC_CONTROL_SOCKET")
+if _env("PUSHSVC_CONTROL_SOCKET"):
+    control_socket = _env("PUSHSVC_CONTROL_SOCKET")
+
 loglevel = _env("PUSHSVC_LOG_LEVEL", "info").lower()
 accesslog = _env("PUSHSVC_ACCESS_LOG") or None
 

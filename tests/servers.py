@@ -55,7 +55,7 @@ class Gunicorn:
     """``gunicorn -c gunicorn.conf.py wsgi:app`` from the project's root, as a user starts it."""
 
     def __init__(self, *, workers: int = 1, env: dict[str, str] | None = None, app: str = "wsgi:app",
-                 port: int | None = None, args: tuple[str, ...] = ()):
+                 port: int | None = None, args: tuple[str, ...] = (), health: str = "/healthz"):
         self.port = port or free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.workers = workers
@@ -65,6 +65,7 @@ class Gunicorn:
         self.env.update(env or {})
         self.app = app
         self.args = args
+        self.health = health
         self.log = tempfile.NamedTemporaryFile(prefix="gunicorn-", suffix=".log", delete=False)  # noqa: SIM115
         self.proc: subprocess.Popen | None = None
 
@@ -82,7 +83,7 @@ class Gunicorn:
             if self.proc is not None and self.proc.poll() is not None:
                 raise RuntimeError(f"gunicorn exited with {self.proc.returncode}:\n{self.output()}")
             with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(self.base + "/healthz", timeout=1).status_code in (200, 503):
+                if httpx.get(self.base + self.health, timeout=1).status_code in (200, 503):
                     return
             time.sleep(0.1)
         raise TimeoutError(f"gunicorn did not answer within {timeout} s:\n{self.output()}")
