@@ -27,7 +27,8 @@ from .broker import (
     strip_close_mark,
 )
 from .history import History
-from .registry import Frame, Registry
+from .registry import ClientInfo, Frame, Registry
+from .targets import Target
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +90,17 @@ class MemoryBroker(Broker):
             return None
         number = int(seq)
         return number if number <= self.history.last_seq else None
+
+    # Presence reads the registry, which only the hub's thread may walk.
+
+    def clients(self) -> dict[str, ClientInfo]:
+        return self._on_hub(super().clients)
+
+    def client(self, client_id: str) -> ClientInfo | None:
+        return self._on_hub(lambda: super(MemoryBroker, self).client(client_id))
+
+    def online(self, target: Target) -> int:
+        return self._on_hub(lambda: super(MemoryBroker, self).online(target))
 
     def health(self) -> dict[str, Any]:
         return {"ok": True, "history": len(self.history)}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import time
 from collections.abc import Iterator
 
@@ -11,12 +12,30 @@ import pytest
 from .servers import Gunicorn, RedisServer
 from .sse import Listener, RawStream
 
+BROKERS = ["memory", "redis"]
 
-@pytest.fixture(scope="module")
-def server() -> Iterator[Gunicorn]:
-    """One gunicorn, one gevent worker, memory broker; shared by a test module (heartbeat 1 s)."""
-    with Gunicorn(env={"PUSHSVC_HEARTBEAT_SECONDS": "1"}) as gunicorn:
-        yield gunicorn
+
+@pytest.fixture(scope="module", params=BROKERS)
+def server(request) -> Iterator[Gunicorn]:
+    """The service under test, once per broker, shared by a test module (heartbeat 1 s).
+
+    ``memory``: one gevent worker with the embedded broker. ``redis``: two gevent workers sharing a
+    private redis-server, so every behaviour test also proves the workers act as one service.
+    """
+    env = {"PUSHSVC_HEARTBEAT_SECONDS": "1"}
+    if request.param == "memory":
+        with Gunicorn(env=env) as gunicorn:
+            yield gunicorn
+        return
+    if importlib.util.find_spec("pushsvc.redis_broker") is None:
+        pytest.skip("the Redis broker (pushsvc.redis_broker) is not part of this tree")
+    redis = RedisServer().start()
+    try:
+        with Gunicorn(workers=2, env={**env, "PUSHSVC_BROKER_URL": redis.url}) as gunicorn:
+            gunicorn.broker = "redis"
+            yield gunicorn
+    finally:
+        redis.cleanup()
 
 
 @pytest.fixture(scope="module")

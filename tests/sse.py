@@ -188,6 +188,7 @@ class Listener:
         self.response_headers: dict[str, str] = {}
         self.done = threading.Event()
         self._opened = threading.Event()
+        self._socket: socket.socket | None = None
         self._client = httpx.Client(base_url=base_url, timeout=httpx.Timeout(5.0, read=None))
         self._thread = threading.Thread(target=self._run, args=(path, headers or {}), daemon=True)
         self._thread.start()
@@ -199,6 +200,8 @@ class Listener:
             with connect_sse(self._client, "GET", path, headers=headers) as source:
                 self.status = source.response.status_code
                 self.response_headers = dict(source.response.headers)
+                stream = source.response.extensions.get("network_stream")
+                self._socket = stream.get_extra_info("socket") if stream is not None else None
                 self._opened.set()
                 for sse in source.iter_sse():
                     # httpx-sse also yields a "message" for a blank line that follows only a retry or a
@@ -230,6 +233,10 @@ class Listener:
         return found
 
     def close(self) -> None:
+        # Shut the socket down so the reading thread wakes now, not at the next heartbeat.
+        if self._socket is not None:
+            with contextlib.suppress(OSError):
+                self._socket.shutdown(socket.SHUT_RDWR)
         self._client.close()
         self._thread.join(timeout=5)
 
