@@ -6,8 +6,9 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from flask import Flask, jsonify, render_template
+from flask import Flask, Response, jsonify, render_template, send_from_directory
 from werkzeug.exceptions import HTTPException
+from xstatic.pkg import jquery as xstatic_jquery
 
 from .extension import EXTENSION_KEY, Push
 
@@ -35,6 +36,11 @@ def create_app(test_config: dict[str, Any] | None = None, **settings: Any) -> Fl
     def index() -> str:
         return render_template("index.html", prefix=push.service.settings.url_prefix)
 
+    # The demo page's jQuery comes from the xstatic-jquery package, beside pushsvc.js: no CDN, so the
+    # page works offline. More specific than the blueprint's static route, so this one answers.
+    app.add_url_rule(f"{push.service.settings.url_prefix}/static/jquery.min.<any(js, map):ext>",
+                     "jquery", _jquery)
+
     @app.get("/healthz")
     def healthz() -> Any:
         from .blueprint import healthz as blueprint_healthz
@@ -47,6 +53,11 @@ def create_app(test_config: dict[str, Any] | None = None, **settings: Any) -> Fl
 
     app.extensions["pushsvc.push"] = push
     return app
+
+
+def _jquery(ext: str) -> Response:
+    """jQuery (and its source map, which browser dev tools ask for) from the xstatic-jquery package."""
+    return send_from_directory(xstatic_jquery.BASE_DIR, f"jquery.min.{ext}", max_age=86400)
 
 
 def _configure_logging(level: str) -> None:

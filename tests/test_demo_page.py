@@ -1,0 +1,357 @@
+"""The demo page and pushsvc.js in headless Chromium, against gunicorn: what a newcomer sees first.
+
+Each test drives the page as a person would (fill, click, reload) and checks both what the page shows and
+what the server saw. Timings are shortened through settings (retry 300 ms, heartbeat 1 s), not sleeps.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from collections.abc import Callable, Iterator
+
+import httpx
+import jwt
+import pytest
+
+from .browser import FlakyProxy, Watch, chromium
+from .conftest import wait_for
+from .servers import ROOT, Gunicorn
+from .sse import RawStream
+
+# A short graceful timeout: a stopped server must not wait 10 s for the streams of a test page.
+FAST = {"PUSHSVC_HEARTBEAT_SECONDS": "1", "PUSHSVC_RETRY_MS": "300", "PUSHSVC_BUSY_RETRY_MS": "400",
+        "PUSHSVC_GRACEFUL_TIMEOUT": "2"}
+WAIT_MS = 10_000
+DESKTOP = {"width": 1200, "height": 760}
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator:
+    with chromium() as b:
+        yield b
+
+
+@pytest.fixture(scope="module")
+def demo_server(browser) -> Iterator[Gunicorn]:
+    """One gunicorn for the tests that need nothing special (after the browser: no browser, no server)."""
+    with Gunicorn(env=FAST) as gunicorn:
+        yield gunicorn
+
+
+@pytest.fixture
+def open_page(browser) -> Iterator[Callable]:
+    """``open_page(url)`` -> (page, watch), each in a fresh browser profile; all closed after the test."""
+    contexts = []
+
+    def open_page(url: str, viewport: dict[str, int] | None = None):
+        context = browser.new_context(viewport=viewport or DESKTOP)
+        context.set_default_timeout(WAIT_MS)
+        contexts.append(context)
+        page = context.new_page()
+        watch = Watch.attach(page)
+        page.goto(url)
+        return page, watch
+
+    yield open_page
+    for context in contexts:
+        context.close()
+
+
+# -- helpers -----------------------------------------------------------------------------------------
+
+
+def subscribe(page, client_id: str, group: str = "") -> None:
+    page.fill("#client-id", client_id)
+    page.fill("#group", group)
+    page.click("#subscribe")
+    expect_state(page, "open")
+
+
+def expect_state(page, state: str) -> None:
+    page.wait_for_selector(f'#state[data-state="{state}"]')
+
+
+def send(page, content: str, target: str = "this client", event: str = "") -> None:
+    page.click(f"#target label:has-text('{target}')")
+    page.fill("#event-name", event)
+    page.fill("#content", content)
+    page.click("#send")
+
+
+def wait_entry(page, data: str) -> dict[str, str]:
+    page.locator("#log li.entry .data", has_text=re.compile("^" + re.escape(data) + "$")).wait_for()
+    return next(e for e in entries(page) if e["data"] == data)
+
+
+def entries(page) -> list[dict[str, str]]:
+    return page.eval_on_selector_all("#log li.entry", """els => els.map(e => ({
+        id: e.dataset.id, name: e.dataset.name, time: e.querySelector("time").textContent,
+        data: e.querySelector(".data").textContent}))""")
+
+
+def publish(server: Gunicorn, prefix: str = "/sse", **body) -> str:
+    reply = httpx.post(server.url(f"{prefix}/publish"), json=body, timeout=5)
+    assert reply.status_code == 202, reply.text
+    return reply.json()["id"]
+
+
+def connections(server: Gunicorn, client_id: str, prefix: str = "/sse") -> int:
+    reply = httpx.get(server.url(f"{prefix}/clients/{client_id}"), timeout=5)
+    return reply.json()["connections"] if reply.status_code == 200 else 0
+
+
+def subscribe_urls(watch: Watch, client_id: str) -> list[str]:
+    return [u for u in watch.requests if f"/subscribe/{client_id}" in u]
+
+
+# -- the page ----------------------------------------------------------------------------------------
+
+
+def test_send_from_the_page_and_publish_over_http(demo_server, open_page):
+    page, watch = open_page(demo_server.url("/"))
+    assert page.evaluate("jQuery.fn.jquery") == "3.7.1"
+    subscribe(page, "demo-basic")
+    assert page.evaluate("demo.stream._source instanceof EventSource")
+    assert wait_for(lambda: connections(demo_server, "demo-basic") == 1, 5)
+
+    send(page, "hello from the page")
+    wait_entry(page, "hello from the page")
+    event_id = publish(demo_server, to="demo-basic", data={"order": 42})
+    received = wait_entry(page, '{"order":42}')
+    assert received["id"] == event_id and received["name"] == "message"
+    assert re.fullmatch(r"\d\d:\d\d:\d\d\.\d{3}", received["time"])
+    send(page, "with a name", event="greeting")
+    assert wait_entry(page, "with a name")["name"] == "greeting"
+    assert [e["data"] for e in entries(page)] == ["hello from the page", '{"order":42}', "with a name"]
+    assert page.text_content("#last-id") == entries(page)[-1]["id"]
+
+    row = page.locator('#clients tr[data-client="demo-basic"] td.connections')
+    row.wait_for()
+    assert row.text_content() == "1"
+    assert watch.errors == []
+    assert watch.foreign(demo_server.base) == [], "the page must work without internet"
+    assert watch.count("/sse/static/jquery.min.js") == 1 and watch.count("/sse/static/pushsvc.js") == 1
+
+
+def test_group_broadcast_and_the_live_client_list(demo_server, open_page):
+    url = demo_server.url("/")
+    a, watch_a = open_page(url)
+    subscribe(a, "demo-ga", "demo-room")
+    b, _ = open_page(url)
+    subscribe(b, "demo-gb", "demo-room")
+    c, _ = open_page(url)
+    subscribe(c, "demo-gc")
+
+    send(a, "to the room", target="the group")
+    wait_entry(a, "to the room")
+    wait_entry(b, "to the room")
+    send(c, "to everyone", target="everyone")
+    for page in (a, b, c):
+        wait_entry(page, "to everyone")
+    # Per-connection order is publish order: had c been sent the group event, it would be there by now.
+    assert [e["data"] for e in entries(c)] == ["to everyone"]
+    assert [e["data"] for e in entries(b)] == ["to the room", "to everyone"]
+
+    # A second tab of demo-gb (same browser profile: it subscribes again by itself) shows up on a's list.
+    count = a.locator('#clients tr[data-client="demo-gb"] td.connections')
+    count.wait_for()
+    b.context.new_page().goto(url)
+    a.wait_for_function("""() => {
+        const td = document.querySelector('#clients tr[data-client="demo-gb"] td.connections');
+        return td && td.textContent === "2"; }""")
+    assert "demo-room" in a.text_content('#clients tr[data-client="demo-gb"]')
+    assert watch_a.errors == []
+
+
+def test_close_ends_the_stream_and_nothing_reconnects(demo_server, open_page):
+    page, watch = open_page(demo_server.url("/"))
+    subscribe(page, "demo-close")
+    publish(demo_server, to="demo-close", data="before the close")
+    wait_entry(page, "before the close")
+
+    page.click("#close")
+    expect_state(page, "closed")
+    assert wait_for(lambda: connections(demo_server, "demo-close") == 0, 5)
+    asked = len(subscribe_urls(watch, "demo-close"))
+    time.sleep(1.2)  # four times the server's retry: a reconnecting browser would have asked by now
+    assert len(subscribe_urls(watch, "demo-close")) == asked
+    assert connections(demo_server, "demo-close") == 0
+    resume_point = page.evaluate("demo.stream.lastEventId")
+    assert resume_point and not resume_point.endswith(".close")
+
+    # Subscribing again is accepted (not 204) and not ended by a replay of the close that came before.
+    page.click("#subscribe")
+    expect_state(page, "open")
+    assert f"lastEventId={resume_point}" in subscribe_urls(watch, "demo-close")[-1]
+    publish(demo_server, to="demo-close", data="after the close")
+    wait_entry(page, "after the close")
+    assert page.get_attribute("#state", "data-state") == "open"
+    assert watch.errors == []
+
+
+def test_reload_resumes_with_the_missed_events(demo_server, open_page):
+    page, watch = open_page(demo_server.url("/"))
+    subscribe(page, "demo-reload")
+    seen = publish(demo_server, to="demo-reload", data="before the reload")
+    wait_entry(page, "before the reload")
+
+    missed: list[str] = []
+
+    def publish_while_away(route) -> None:
+        # The reloaded page is about to subscribe: whatever is sent now, it has not seen.
+        if not missed:
+            missed.extend(publish(demo_server, to="demo-reload", data=f"missed {n}") for n in (1, 2))
+        route.continue_()
+
+    page.route(re.compile(r"/subscribe/demo-reload"), publish_while_away)
+    page.reload()
+    wait_entry(page, "missed 2")
+    page.unroute(re.compile(r"/subscribe/demo-reload"))
+    assert [(e["id"], e["data"]) for e in entries(page)] == [(missed[0], "missed 1"), (missed[1], "missed 2")]
+    assert f"lastEventId={seen}" in subscribe_urls(watch, "demo-reload")[-1]
+    publish(demo_server, to="demo-reload", data="live again")
+    wait_entry(page, "live again")
+    assert page.locator("#log li.warn").count() == 0, "nothing was lost, so no reset"
+    assert watch.errors == []
+
+
+def test_readable_on_a_phone(demo_server, open_page):
+    page, watch = open_page(demo_server.url("/"), viewport={"width": 375, "height": 740})
+    subscribe(page, "demo-phone-with-a-rather-long-client-id", "demo-phone-group")
+    send(page, "a long line without spaces " + "x" * 200)
+    wait_entry(page, "a long line without spaces " + "x" * 200)
+    assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+    for selector in ("#subscribe", "#close", "#send", "#content"):
+        box = page.locator(selector).bounding_box()
+        assert box and box["x"] >= 0 and box["x"] + box["width"] <= 375
+    assert watch.errors == []
+
+
+# -- recovery ----------------------------------------------------------------------------------------
+
+
+def test_script_rebuilds_the_stream_after_502_and_503(demo_server, open_page):
+    proxy = FlakyProxy(demo_server.port)
+    try:
+        page, watch = open_page(proxy.base + "/?clientId=demo-flaky&subscribe=1")
+        expect_state(page, "open")
+        publish(demo_server, to="demo-flaky", data="one")
+        wait_entry(page, "one")
+
+        # The proxy drops the stream, then answers the browser's reconnect with 502: EventSource gives up.
+        proxy.fail(502)
+        proxy.cut()
+        expect_state(page, "retrying")
+        expect_state(page, "open")
+        publish(demo_server, to="demo-flaky", data="two")
+        wait_entry(page, "two")
+
+        # 503 twice: for the reconnect and for the first check before rebuilding; the backoff grows.
+        proxy.fail(503, count=2)
+        proxy.cut()
+        expect_state(page, "retrying")
+        expect_state(page, "open")
+        publish(demo_server, to="demo-flaky", data="three")
+        wait_entry(page, "three")
+    finally:
+        proxy.close()
+    assert [e["data"] for e in entries(page)] == ["one", "two", "three"]
+    assert len(proxy.failed) == 3
+    assert any(line.startswith("HEAD /sse/subscribe/demo-flaky") for line in proxy.seen)
+    assert page.evaluate("demo.stream.retries") >= 3
+    assert watch.page_errors() == []
+    assert watch.foreign(proxy.base) == []
+
+
+def test_script_comes_back_after_a_server_restart(open_page):
+    with Gunicorn(env=FAST) as server:
+        page, watch = open_page(server.url("/?clientId=demo-restart&subscribe=1"))
+        expect_state(page, "open")
+        publish(server, to="demo-restart", data="before the restart")
+        wait_entry(page, "before the restart")
+        server.stop()
+        page.wait_for_function("document.querySelector('#state').dataset.state !== 'open'")
+        server.start()
+        expect_state(page, "open")
+        # The in-memory history went with the old process: the page is told so, and carries on.
+        page.locator("#log li.warn", has_text="could not be replayed").wait_for()
+        assert wait_for(lambda: connections(server, "demo-restart") == 1, 5)
+        publish(server, to="demo-restart", data="after the restart")
+        wait_entry(page, "after the restart")
+        assert watch.page_errors() == []
+
+
+def test_script_waits_out_a_busy_server(open_page):
+    with Gunicorn(env={**FAST, "PUSHSVC_MAX_CONNECTIONS": "1"}) as server:
+        holder = RawStream(server.port, "/sse/subscribe/demo-holder")
+        try:
+            assert holder.read_until(b"retry:", 5)
+            page, watch = open_page(server.url("/?clientId=demo-busy&subscribe=1"))
+            expect_state(page, "busy")
+            page.locator("#log li.warn", has_text="busy").wait_for()
+            assert connections(server, "demo-busy") == 0
+        finally:
+            holder.close()
+        came_back = wait_for(lambda: connections(server, "demo-busy") == 1, 8)
+        assert came_back, "the page comes back once there is room"
+        expect_state(page, "open")
+        publish(server, to="demo-busy", data="room at last")
+        wait_entry(page, "room at last")
+        assert watch.page_errors() == []
+
+
+# -- settings ----------------------------------------------------------------------------------------
+
+
+def test_page_follows_the_url_prefix_and_a_subscriber_token(open_page):
+    secret = "demo-page-secret-of-at-least-32-bytes"
+    env = {**FAST, "PUSHSVC_URL_PREFIX": "/push", "PUSHSVC_JWT_SECRET": secret}
+    with Gunicorn(env=env) as server:
+        claims = {"sub": "demo-jwt", "groups": ["demo-team"], "exp": int(time.time()) + 600}
+        token = jwt.encode(claims, secret, algorithm="HS256")
+        page, watch = open_page(server.url(f"/?clientId=demo-jwt&group=demo-team&token={token}&subscribe=1"))
+        expect_state(page, "open")
+        send(page, "behind a prefix", target="the group")
+        wait_entry(page, "behind a prefix")
+        publish(server, "/push", to="demo-jwt", data="over http")
+        wait_entry(page, "over http")
+        assert watch.count("/push/static/jquery.min.js") == 1 and watch.count("/push/static/pushsvc.js") == 1
+        assert f"token={token}" in subscribe_urls(watch, "demo-jwt")[-1]
+        assert [u for u in watch.requests if "/sse/" in u] == []
+        assert watch.errors == []
+
+        # Without a token the stream is refused for good, and the page says so instead of retrying.
+        if httpx.head(server.url("/push/subscribe/demo-jwt"), timeout=5).status_code == 401:
+            bare, bare_watch = open_page(server.url("/?clientId=demo-jwt&subscribe=1"))
+            expect_state(bare, "refused")
+            assert "401" in bare.text_content("#log")
+            assert bare_watch.page_errors() == []
+
+
+# -- the screenshot in the README --------------------------------------------------------------------
+
+
+def test_screenshot_of_the_page_in_use(demo_server, open_page, tmp_path):
+    """docs/demo.png: rewritten when PUSHSVC_UPDATE_SCREENSHOT=1, else made in a temporary folder."""
+    bob, _ = open_page(demo_server.url("/?clientId=bob&group=ops"))
+    subscribe(bob, "bob", "ops")
+    page, watch = open_page(demo_server.url("/?clientId=alice&group=ops&events=order"))
+    subscribe(page, "alice", "ops")
+    send(page, "Hello, ops!", target="the group")
+    wait_entry(page, "Hello, ops!")
+    publish(demo_server, to="alice", event="order", data={"order": 1001, "status": "shipped"})
+    wait_entry(page, '{"order":1001,"status":"shipped"}')
+    send(page, "Deploy finished", target="everyone")
+    wait_entry(page, "Deploy finished")
+    page.locator('#clients tr[data-client="bob"]').wait_for()
+    page.fill("#content", "Hi Bob")
+    if os.environ.get("PUSHSVC_UPDATE_SCREENSHOT") == "1":
+        path = ROOT / "docs" / "demo.png"
+        path.parent.mkdir(exist_ok=True)
+    else:
+        path = tmp_path / "demo.png"
+    page.screenshot(path=str(path))
+    assert path.stat().st_size > 10_000
+    assert watch.errors == []
