@@ -171,12 +171,12 @@ def test_close_ends_the_stream_and_nothing_reconnects(demo_server, open_page):
     publish(demo_server, to="demo-close", data="before the close")
     wait_entry(page, "before the close")
 
+    asked = len(subscribe_urls(watch, "demo-close"))
     page.click("#close")
     expect_state(page, "closed")
     assert wait_for(lambda: connections(demo_server, "demo-close") == 0, 5)
-    asked = len(subscribe_urls(watch, "demo-close"))
     time.sleep(1.2)  # four times the server's retry: a reconnecting browser would have asked by now
-    assert len(subscribe_urls(watch, "demo-close")) == asked
+    assert len(subscribe_urls(watch, "demo-close")) == asked, "not even the reconnect that gets 204"
     assert connections(demo_server, "demo-close") == 0
     resume_point = page.evaluate("demo.stream.lastEventId")
     assert resume_point and not resume_point.endswith(".close")
