@@ -346,6 +346,7 @@ def test_screenshot_of_the_page_in_use(demo_server, open_page, tmp_path):
     send(page, "Deploy finished", target="everyone")
     wait_entry(page, "Deploy finished")
     page.locator('#clients tr[data-client="bob"]').wait_for()
+    page.click("#target label:has-text('the group')")
     page.fill("#content", "Hi Bob")
     if os.environ.get("PUSHSVC_UPDATE_SCREENSHOT") == "1":
         path = ROOT / "docs" / "demo.png"
