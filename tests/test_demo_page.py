@@ -217,6 +217,25 @@ def test_reload_resumes_with_the_missed_events(demo_server, open_page):
     assert watch.errors == []
 
 
+def test_bad_input_is_refused_and_said_not_retried(demo_server, open_page):
+    page, watch = open_page(demo_server.url("/"))
+    page.fill("#client-id", "two words")
+    page.click("#subscribe")
+    expect_state(page, "refused")
+    asked = len(subscribe_urls(watch, "two%20words"))
+    time.sleep(1.2)
+    assert len(subscribe_urls(watch, "two%20words")) == asked, "a 400 is final: no retry loop"
+    assert "400" in page.text_content("#log li.error")
+
+    subscribe(page, "demo-bad-input")
+    send(page, "reserved", event="close")
+    page.locator("#log li.error", has_text="POST /publish: 400").wait_for()
+    send(page, "no group", target="the group")
+    page.locator("#log li.warn", has_text="Enter a group first").wait_for()
+    assert entries(page) == [] and page.get_attribute("#state", "data-state") == "open"
+    assert watch.page_errors() == []
+
+
 def test_readable_on_a_phone(demo_server, open_page):
     page, watch = open_page(demo_server.url("/"), viewport={"width": 375, "height": 740})
     subscribe(page, "demo-phone-with-a-rather-long-client-id", "demo-phone-group")
@@ -226,6 +245,41 @@ def test_readable_on_a_phone(demo_server, open_page):
     for selector in ("#subscribe", "#close", "#send", "#content"):
         box = page.locator(selector).bounding_box()
         assert box and box["x"] >= 0 and box["x"] + box["width"] <= 375
+    assert watch.errors == []
+
+
+OTHER_PAGE = """<!doctype html><meta charset="utf-8"><title>shop</title><link rel="icon" href="data:,">
+<ul id="orders"></ul>
+<script src="/sse/static/pushsvc.js"></script>
+<script>
+  var stream = PushSvc.subscribe({url: "/sse", clientId: "u42", groups: ["shop1"], events: ["order"]});
+  stream.on("order", function (e) {
+    var li = document.createElement("li");
+    li.textContent = e.id + " " + JSON.parse(e.data).order;
+    document.getElementById("orders").appendChild(li);
+  });
+  stream.on("state", function (s) { document.title = s.state; });
+</script>
+"""
+
+
+def test_another_page_uses_pushsvc_js_alone(demo_server, open_page):
+    """The README's example: an application page with pushsvc.js and nothing else."""
+    page, watch = open_page("about:blank")
+    page.route(demo_server.url("/shop.html"),
+               lambda route: route.fulfill(body=OTHER_PAGE, content_type="text/html; charset=utf-8"))
+    page.goto(demo_server.url("/shop.html"))
+    page.wait_for_function("document.title === 'open'")
+    assert page.evaluate("typeof jQuery") == "undefined"
+    first = publish(demo_server, group="shop1", event="order", data={"order": 1001})
+    page.locator("#orders li", has_text=f"{first} 1001").wait_for()
+    page.reload()
+    page.wait_for_function("document.title === 'open'")
+    assert f"lastEventId={first}" in subscribe_urls(watch, "u42")[-1]
+    second = publish(demo_server, to="u42", event="order", data={"order": 1002})
+    page.locator("#orders li", has_text=f"{second} 1002").wait_for()
+    assert page.evaluate("stream.lastEventId") == second
+    assert page.evaluate("PushSvc.stripCloseMark('1-2.close')") == "1-2"
     assert watch.errors == []
 
 
@@ -326,7 +380,7 @@ def test_page_follows_the_url_prefix_and_a_subscriber_token(open_page):
         if httpx.head(server.url("/push/subscribe/demo-jwt"), timeout=5).status_code == 401:
             bare, bare_watch = open_page(server.url("/?clientId=demo-jwt&subscribe=1"))
             expect_state(bare, "refused")
-            assert "401" in bare.text_content("#log")
+            assert "401" in bare.text_content("#log") and "?token=" in bare.text_content("#log")
             assert bare_watch.page_errors() == []
 
 
