@@ -6,6 +6,7 @@ what the server saw. Timings are shortened through settings (retry 300 ms, heart
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import time
@@ -17,7 +18,7 @@ import pytest
 
 from .browser import FlakyProxy, Watch, chromium
 from .conftest import wait_for
-from .servers import ROOT, Gunicorn
+from .servers import ROOT, Gunicorn, RedisServer
 from .sse import RawStream
 
 # A short graceful timeout: a stopped server must not wait 10 s for the streams of a test page.
@@ -354,6 +355,42 @@ def test_script_waits_out_a_busy_server(open_page):
         publish(server, to="demo-busy", data="room at last")
         wait_entry(page, "room at last")
         assert watch.page_errors() == []
+
+
+def test_with_redis_and_two_workers_close_and_reload_hold(open_page):
+    """Behind two workers the page's stream, its close and its resume may each land on another one."""
+    if importlib.util.find_spec("pushsvc.redis_broker") is None:
+        pytest.skip("the Redis broker (pushsvc.redis_broker) is not part of this tree")
+    redis = RedisServer().start()
+    try:
+        with Gunicorn(workers=2, env={**FAST, "PUSHSVC_BROKER_URL": redis.url}) as server:
+            page, watch = open_page(server.url("/?clientId=demo-redis&subscribe=1"))
+            expect_state(page, "open")
+            seen = publish(server, to="demo-redis", data="one")
+            wait_entry(page, "one")
+            page.close()
+            assert wait_for(lambda: connections(server, "demo-redis") == 0, 5)
+            missed = publish(server, to="demo-redis", data="while away")
+            page = page.context.new_page()
+            watch = Watch.attach(page)
+            page.goto(server.url("/"))
+            assert wait_entry(page, "while away")["id"] == missed
+            assert f"lastEventId={seen}" in subscribe_urls(watch, "demo-redis")[-1]
+
+            asked = len(subscribe_urls(watch, "demo-redis"))
+            page.click("#close")
+            expect_state(page, "closed")
+            assert wait_for(lambda: connections(server, "demo-redis") == 0, 5)
+            time.sleep(1.0)
+            assert len(subscribe_urls(watch, "demo-redis")) == asked
+            page.click("#subscribe")
+            expect_state(page, "open")
+            publish(server, to="demo-redis", data="after the close")
+            wait_entry(page, "after the close")
+            assert page.get_attribute("#state", "data-state") == "open"
+            assert watch.errors == []
+    finally:
+        redis.cleanup()
 
 
 # -- settings ----------------------------------------------------------------------------------------
