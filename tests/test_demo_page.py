@@ -347,10 +347,17 @@ def test_script_waits_out_a_busy_server(open_page):
             expect_state(page, "busy")
             page.locator("#log li.warn", has_text="busy").wait_for()
             assert connections(server, "demo-busy") == 0
+            # Another page gives up while it waits: Close stops its retries too.
+            quitter, quitter_watch = open_page(server.url("/?clientId=demo-quitter&subscribe=1"))
+            expect_state(quitter, "busy")
+            quitter.click("#close")
+            expect_state(quitter, "closed")
+            gave_up = len(subscribe_urls(quitter_watch, "demo-quitter"))
         finally:
             holder.close()
         came_back = wait_for(lambda: connections(server, "demo-busy") == 1, 8)
         assert came_back, "the page comes back once there is room"
+        assert len(subscribe_urls(quitter_watch, "demo-quitter")) == gave_up, "no retry after Close"
         expect_state(page, "open")
         publish(server, to="demo-busy", data="room at last")
         wait_entry(page, "room at last")
