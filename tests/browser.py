@@ -1,4 +1,5 @@
-"""Browser-side test tools: headless Chromium through Playwright, a page watcher, and a flaky proxy.
+"""Browser tests' tools: headless Chromium through Playwright, a page watcher, fixtures, and helpers
+that drive the demo page and talk to the server behind it.
 
 Chromium is Debian's (``/usr/bin/chromium``), never a downloaded one. Without it the browser tests skip,
 unless ``PUSHSVC_REQUIRE_BROWSER=1`` (as in CI) makes that a failure.
@@ -8,19 +9,25 @@ from __future__ import annotations
 
 import contextlib
 import os
-import socket
-import threading
-from collections.abc import Iterator
+import re
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
+import httpx
 import pytest
 
-from .servers import require
+from .servers import Gunicorn, require
 
 CHROMIUM = "/usr/bin/chromium"
 REQUIRE_FLAG = "PUSHSVC_REQUIRE_BROWSER"
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                   "--disable-component-update", "--disable-sync", "--no-first-run"]
+# Settings that make a test server quick to observe: reconnects after 300 ms, heartbeats every second,
+# and a short graceful timeout, so a stopped server does not wait 10 s for the streams of a test page.
+FAST = {"PUSHSVC_HEARTBEAT_SECONDS": "1", "PUSHSVC_RETRY_MS": "300", "PUSHSVC_BUSY_RETRY_MS": "400",
+        "PUSHSVC_GRACEFUL_TIMEOUT": "2"}
+WAIT_MS = 10_000
+DESKTOP = {"width": 1200, "height": 760}
 # What Chromium itself logs for a failed request (a 502, a refused connection): the point of the
 # recovery tests, not a fault of the page.
 NETWORK_NOISE = ("Failed to load resource", "net::ERR_")
@@ -72,113 +79,77 @@ class Watch:
         return sum(part in u for u in self.requests)
 
 
-class FlakyProxy:
-    """A small HTTP proxy in front of a server, for what a real proxy or load balancer does to streams.
+# -- fixtures (a test module takes them with ``browser, open_page = tools.browser, tools.open_page``) --
 
-    Each request gets its own upstream connection (it forwards ``Connection: close``), so every request
-    is seen here. ``fail(status, count)`` answers the next matching requests itself with that status;
-    ``cut()`` drops every open connection, as a proxy restart would.
-    """
 
-    def __init__(self, upstream_port: int):
-        self.upstream_port = upstream_port
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self.listener.getsockname()[1]
-        self.base = f"http://127.0.0.1:{self.port}"
-        self.seen: list[str] = []
-        self.failed: list[str] = []
-        self._failures: list[tuple[str, int]] = []
-        self._open: set[socket.socket] = set()
-        self._lock = threading.Lock()
-        self._thread = threading.Thread(target=self._accept, daemon=True)
-        self._thread.start()
+@pytest.fixture(scope="module")
+def browser() -> Iterator:
+    """One headless Chromium per test module."""
+    with chromium() as b:
+        yield b
 
-    def fail(self, status: int, count: int = 1, match: str = "/subscribe/") -> None:
-        with self._lock:
-            self._failures.extend([(match, status)] * count)
 
-    def cut(self) -> None:
-        with self._lock:
-            sockets, self._open = list(self._open), set()
-        for s in sockets:
-            with contextlib.suppress(OSError):
-                s.shutdown(socket.SHUT_RDWR)
-            s.close()
+@pytest.fixture
+def open_page(browser) -> Iterator[Callable]:
+    """``open_page(url)`` -> (page, watch), each in a fresh browser profile; all closed after the test."""
+    contexts = []
 
-    def close(self) -> None:
-        with contextlib.suppress(OSError):
-            self.listener.close()
-        self.cut()
+    def open_page(url: str, viewport: dict[str, int] | None = None):
+        context = browser.new_context(viewport=viewport or DESKTOP)
+        context.set_default_timeout(WAIT_MS)
+        contexts.append(context)
+        page = context.new_page()
+        watch = Watch.attach(page)
+        page.goto(url)
+        return page, watch
 
-    def _accept(self) -> None:
-        while True:
-            try:
-                downstream, _ = self.listener.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._serve, args=(downstream,), daemon=True).start()
+    yield open_page
+    for context in contexts:
+        context.close()
 
-    def _serve(self, downstream: socket.socket) -> None:
-        downstream.settimeout(10)
-        head = b""
-        with contextlib.suppress(OSError):
-            while b"\r\n\r\n" not in head and len(head) < 65536:
-                chunk = downstream.recv(65536)
-                if not chunk:
-                    break
-                head += chunk
-        if b"\r\n\r\n" not in head:
-            downstream.close()
-            return
-        head, _, rest = head.partition(b"\r\n\r\n")
-        request_line, *headers = head.decode("latin-1").split("\r\n")
-        status = self._take_failure(request_line)
-        if status is not None:
-            with contextlib.suppress(OSError):
-                downstream.sendall(f"HTTP/1.1 {status} Proxy Says No\r\nContent-Length: 0\r\n"
-                                   "Cache-Control: no-store\r\nConnection: close\r\n\r\n".encode())
-            downstream.close()
-            return
-        kept = [h for h in headers if h.split(":", 1)[0].strip().lower() not in ("connection", "keep-alive")]
-        forward = "\r\n".join([request_line, *kept, "Connection: close", "", ""]).encode("latin-1") + rest
-        try:
-            upstream = socket.create_connection(("127.0.0.1", self.upstream_port), timeout=10)
-        except OSError:
-            with contextlib.suppress(OSError):
-                downstream.sendall(b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\n"
-                                   b"Connection: close\r\n\r\n")
-            downstream.close()
-            return
-        downstream.settimeout(None)
-        upstream.settimeout(None)
-        with self._lock:
-            self._open.update((downstream, upstream))
-        upstream.sendall(forward)
-        threading.Thread(target=self._pump, args=(downstream, upstream), daemon=True).start()
-        self._pump(upstream, downstream)
 
-    def _take_failure(self, request_line: str) -> int | None:
-        with self._lock:
-            self.seen.append(request_line)
-            for index, (match, status) in enumerate(self._failures):
-                if match in request_line:
-                    del self._failures[index]
-                    self.failed.append(f"{status} {request_line}")
-                    return status
-        return None
+# -- the demo page and its server ------------------------------------------------------------------
 
-    def _pump(self, source: socket.socket, target: socket.socket) -> None:
-        try:
-            while chunk := source.recv(65536):
-                target.sendall(chunk)
-        except OSError:
-            pass
-        finally:
-            # Either side ending ends the exchange: the upstream closes after each response.
-            for s in (source, target):
-                with contextlib.suppress(OSError):
-                    s.shutdown(socket.SHUT_RDWR)
-                s.close()
-            with self._lock:
-                self._open.discard(source)
-                self._open.discard(target)
+
+def subscribe(page, client_id: str, group: str = "") -> None:
+    page.fill("#client-id", client_id)
+    page.fill("#group", group)
+    page.click("#subscribe")
+    expect_state(page, "open")
+
+
+def expect_state(page, state: str) -> None:
+    page.wait_for_selector(f'#state[data-state="{state}"]')
+
+
+def send(page, content: str, target: str = "this client", event: str = "") -> None:
+    page.click(f"#target label:has-text('{target}')")
+    page.fill("#event-name", event)
+    page.fill("#content", content)
+    page.click("#send")
+
+
+def wait_entry(page, data: str) -> dict[str, str]:
+    page.locator("#log li.entry .data", has_text=re.compile("^" + re.escape(data) + "$")).wait_for()
+    return next(e for e in entries(page) if e["data"] == data)
+
+
+def entries(page) -> list[dict[str, str]]:
+    return page.eval_on_selector_all("#log li.entry", """els => els.map(e => ({
+        id: e.dataset.id, name: e.dataset.name, time: e.querySelector("time").textContent,
+        data: e.querySelector(".data").textContent}))""")
+
+
+def publish(server: Gunicorn, prefix: str = "/sse", **body) -> str:
+    reply = httpx.post(server.url(f"{prefix}/publish"), json=body, timeout=5)
+    assert reply.status_code == 202, reply.text
+    return reply.json()["id"]
+
+
+def connections(server: Gunicorn, client_id: str, prefix: str = "/sse") -> int:
+    reply = httpx.get(server.url(f"{prefix}/clients/{client_id}"), timeout=5)
+    return reply.json()["connections"] if reply.status_code == 200 else 0
+
+
+def subscribe_urls(watch: Watch, client_id: str) -> list[str]:
+    return [u for u in watch.requests if f"/subscribe/{client_id}" in u]

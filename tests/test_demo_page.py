@@ -1,4 +1,4 @@
-"""The demo page and pushsvc.js in headless Chromium, against gunicorn: what a newcomer sees first.
+"""The demo page in headless Chromium against gunicorn: what a newcomer sees first.
 
 Each test drives the page as a person would (fill, click, reload) and checks both what the page shows and
 what the server saw. Timings are shortened through settings (retry 300 ms, heartbeat 1 s), not sleeps.
@@ -6,32 +6,32 @@ what the server saw. Timings are shortened through settings (retry 300 ms, heart
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import httpx
 import jwt
 import pytest
 
-from .browser import FlakyProxy, Watch, chromium
+from . import browser as tools
+from .browser import (
+    FAST,
+    connections,
+    entries,
+    expect_state,
+    publish,
+    send,
+    subscribe,
+    subscribe_urls,
+    wait_entry,
+)
 from .conftest import wait_for
-from .servers import ROOT, Gunicorn, RedisServer
-from .sse import RawStream
+from .servers import ROOT, Gunicorn
 
-# A short graceful timeout: a stopped server must not wait 10 s for the streams of a test page.
-FAST = {"PUSHSVC_HEARTBEAT_SECONDS": "1", "PUSHSVC_RETRY_MS": "300", "PUSHSVC_BUSY_RETRY_MS": "400",
-        "PUSHSVC_GRACEFUL_TIMEOUT": "2"}
-WAIT_MS = 10_000
-DESKTOP = {"width": 1200, "height": 760}
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator:
-    with chromium() as b:
-        yield b
+# The shared fixtures, under their own names so that pytest finds them here.
+browser, open_page = tools.browser, tools.open_page
 
 
 @pytest.fixture(scope="module")
@@ -39,72 +39,6 @@ def demo_server(browser) -> Iterator[Gunicorn]:
     """One gunicorn for the tests that need nothing special (after the browser: no browser, no server)."""
     with Gunicorn(env=FAST) as gunicorn:
         yield gunicorn
-
-
-@pytest.fixture
-def open_page(browser) -> Iterator[Callable]:
-    """``open_page(url)`` -> (page, watch), each in a fresh browser profile; all closed after the test."""
-    contexts = []
-
-    def open_page(url: str, viewport: dict[str, int] | None = None):
-        context = browser.new_context(viewport=viewport or DESKTOP)
-        context.set_default_timeout(WAIT_MS)
-        contexts.append(context)
-        page = context.new_page()
-        watch = Watch.attach(page)
-        page.goto(url)
-        return page, watch
-
-    yield open_page
-    for context in contexts:
-        context.close()
-
-
-# -- helpers -----------------------------------------------------------------------------------------
-
-
-def subscribe(page, client_id: str, group: str = "") -> None:
-    page.fill("#client-id", client_id)
-    page.fill("#group", group)
-    page.click("#subscribe")
-    expect_state(page, "open")
-
-
-def expect_state(page, state: str) -> None:
-    page.wait_for_selector(f'#state[data-state="{state}"]')
-
-
-def send(page, content: str, target: str = "this client", event: str = "") -> None:
-    page.click(f"#target label:has-text('{target}')")
-    page.fill("#event-name", event)
-    page.fill("#content", content)
-    page.click("#send")
-
-
-def wait_entry(page, data: str) -> dict[str, str]:
-    page.locator("#log li.entry .data", has_text=re.compile("^" + re.escape(data) + "$")).wait_for()
-    return next(e for e in entries(page) if e["data"] == data)
-
-
-def entries(page) -> list[dict[str, str]]:
-    return page.eval_on_selector_all("#log li.entry", """els => els.map(e => ({
-        id: e.dataset.id, name: e.dataset.name, time: e.querySelector("time").textContent,
-        data: e.querySelector(".data").textContent}))""")
-
-
-def publish(server: Gunicorn, prefix: str = "/sse", **body) -> str:
-    reply = httpx.post(server.url(f"{prefix}/publish"), json=body, timeout=5)
-    assert reply.status_code == 202, reply.text
-    return reply.json()["id"]
-
-
-def connections(server: Gunicorn, client_id: str, prefix: str = "/sse") -> int:
-    reply = httpx.get(server.url(f"{prefix}/clients/{client_id}"), timeout=5)
-    return reply.json()["connections"] if reply.status_code == 200 else 0
-
-
-def subscribe_urls(watch: Watch, client_id: str) -> list[str]:
-    return [u for u in watch.requests if f"/subscribe/{client_id}" in u]
 
 
 # -- the page ----------------------------------------------------------------------------------------
@@ -247,157 +181,6 @@ def test_readable_on_a_phone(demo_server, open_page):
         box = page.locator(selector).bounding_box()
         assert box and box["x"] >= 0 and box["x"] + box["width"] <= 375
     assert watch.errors == []
-
-
-OTHER_PAGE = """<!doctype html><meta charset="utf-8"><title>shop</title><link rel="icon" href="data:,">
-<ul id="orders"></ul>
-<script src="/sse/static/pushsvc.js"></script>
-<script>
-  var stream = PushSvc.subscribe({url: "/sse", clientId: "u42", groups: ["shop1"], events: ["order"]});
-  stream.on("order", function (e) {
-    var li = document.createElement("li");
-    li.textContent = e.id + " " + JSON.parse(e.data).order;
-    document.getElementById("orders").appendChild(li);
-  });
-  stream.on("state", function (s) { document.title = s.state; });
-</script>
-"""
-
-
-def test_another_page_uses_pushsvc_js_alone(demo_server, open_page):
-    """The README's example: an application page with pushsvc.js and nothing else."""
-    page, watch = open_page("about:blank")
-    page.route(demo_server.url("/shop.html"),
-               lambda route: route.fulfill(body=OTHER_PAGE, content_type="text/html; charset=utf-8"))
-    page.goto(demo_server.url("/shop.html"))
-    page.wait_for_function("document.title === 'open'")
-    assert page.evaluate("typeof jQuery") == "undefined"
-    first = publish(demo_server, group="shop1", event="order", data={"order": 1001})
-    page.locator("#orders li", has_text=f"{first} 1001").wait_for()
-    page.reload()
-    page.wait_for_function("document.title === 'open'")
-    assert f"lastEventId={first}" in subscribe_urls(watch, "u42")[-1]
-    second = publish(demo_server, to="u42", event="order", data={"order": 1002})
-    page.locator("#orders li", has_text=f"{second} 1002").wait_for()
-    assert page.evaluate("stream.lastEventId") == second
-    assert page.evaluate("PushSvc.stripCloseMark('1-2.close')") == "1-2"
-    assert watch.errors == []
-
-
-# -- recovery ----------------------------------------------------------------------------------------
-
-
-def test_script_rebuilds_the_stream_after_502_and_503(demo_server, open_page):
-    proxy = FlakyProxy(demo_server.port)
-    try:
-        page, watch = open_page(proxy.base + "/?clientId=demo-flaky&subscribe=1")
-        expect_state(page, "open")
-        publish(demo_server, to="demo-flaky", data="one")
-        wait_entry(page, "one")
-
-        # The proxy drops the stream, then answers the browser's reconnect with 502: EventSource gives up.
-        proxy.fail(502)
-        proxy.cut()
-        expect_state(page, "retrying")
-        expect_state(page, "open")
-        publish(demo_server, to="demo-flaky", data="two")
-        wait_entry(page, "two")
-
-        # 503 twice: for the reconnect and for the first check before rebuilding; the backoff grows.
-        proxy.fail(503, count=2)
-        proxy.cut()
-        expect_state(page, "retrying")
-        expect_state(page, "open")
-        publish(demo_server, to="demo-flaky", data="three")
-        wait_entry(page, "three")
-    finally:
-        proxy.close()
-    assert [e["data"] for e in entries(page)] == ["one", "two", "three"]
-    assert len(proxy.failed) == 3
-    assert any(line.startswith("HEAD /sse/subscribe/demo-flaky") for line in proxy.seen)
-    assert page.evaluate("demo.stream.retries") >= 3
-    assert watch.page_errors() == []
-    assert watch.foreign(proxy.base) == []
-
-
-def test_script_comes_back_after_a_server_restart(open_page):
-    with Gunicorn(env=FAST) as server:
-        page, watch = open_page(server.url("/?clientId=demo-restart&subscribe=1"))
-        expect_state(page, "open")
-        publish(server, to="demo-restart", data="before the restart")
-        wait_entry(page, "before the restart")
-        server.stop()
-        page.wait_for_function("document.querySelector('#state').dataset.state !== 'open'")
-        server.start()
-        expect_state(page, "open")
-        # The in-memory history went with the old process: the page is told so, and carries on.
-        page.locator("#log li.warn", has_text="could not be replayed").wait_for()
-        assert wait_for(lambda: connections(server, "demo-restart") == 1, 5)
-        publish(server, to="demo-restart", data="after the restart")
-        wait_entry(page, "after the restart")
-        assert watch.page_errors() == []
-
-
-def test_script_waits_out_a_busy_server(open_page):
-    with Gunicorn(env={**FAST, "PUSHSVC_MAX_CONNECTIONS": "1"}) as server:
-        holder = RawStream(server.port, "/sse/subscribe/demo-holder")
-        try:
-            assert holder.read_until(b"retry:", 5)
-            page, watch = open_page(server.url("/?clientId=demo-busy&subscribe=1"))
-            expect_state(page, "busy")
-            page.locator("#log li.warn", has_text="busy").wait_for()
-            assert connections(server, "demo-busy") == 0
-            # Another page gives up while it waits: Close stops its retries too.
-            quitter, quitter_watch = open_page(server.url("/?clientId=demo-quitter&subscribe=1"))
-            expect_state(quitter, "busy")
-            quitter.click("#close")
-            expect_state(quitter, "closed")
-            gave_up = len(subscribe_urls(quitter_watch, "demo-quitter"))
-        finally:
-            holder.close()
-        came_back = wait_for(lambda: connections(server, "demo-busy") == 1, 8)
-        assert came_back, "the page comes back once there is room"
-        assert len(subscribe_urls(quitter_watch, "demo-quitter")) == gave_up, "no retry after Close"
-        expect_state(page, "open")
-        publish(server, to="demo-busy", data="room at last")
-        wait_entry(page, "room at last")
-        assert watch.page_errors() == []
-
-
-def test_with_redis_and_two_workers_close_and_reload_hold(open_page):
-    """Behind two workers the page's stream, its close and its resume may each land on another one."""
-    if importlib.util.find_spec("pushsvc.redis_broker") is None:
-        pytest.skip("the Redis broker (pushsvc.redis_broker) is not part of this tree")
-    redis = RedisServer().start()
-    try:
-        with Gunicorn(workers=2, env={**FAST, "PUSHSVC_BROKER_URL": redis.url}) as server:
-            page, watch = open_page(server.url("/?clientId=demo-redis&subscribe=1"))
-            expect_state(page, "open")
-            seen = publish(server, to="demo-redis", data="one")
-            wait_entry(page, "one")
-            page.close()
-            assert wait_for(lambda: connections(server, "demo-redis") == 0, 5)
-            missed = publish(server, to="demo-redis", data="while away")
-            page = page.context.new_page()
-            watch = Watch.attach(page)
-            page.goto(server.url("/"))
-            assert wait_entry(page, "while away")["id"] == missed
-            assert f"lastEventId={seen}" in subscribe_urls(watch, "demo-redis")[-1]
-
-            asked = len(subscribe_urls(watch, "demo-redis"))
-            page.click("#close")
-            expect_state(page, "closed")
-            assert wait_for(lambda: connections(server, "demo-redis") == 0, 5)
-            time.sleep(1.0)
-            assert len(subscribe_urls(watch, "demo-redis")) == asked
-            page.click("#subscribe")
-            expect_state(page, "open")
-            publish(server, to="demo-redis", data="after the close")
-            wait_entry(page, "after the close")
-            assert page.get_attribute("#state", "data-state") == "open"
-            assert watch.errors == []
-    finally:
-        redis.cleanup()
 
 
 # -- settings ----------------------------------------------------------------------------------------

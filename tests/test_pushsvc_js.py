@@ -1,0 +1,184 @@
+"""pushsvc.js in headless Chromium against gunicorn: on a page of its own, and when things go wrong —
+a proxy's 502/503, a server restart, a full server, two workers behind Redis."""
+
+from __future__ import annotations
+
+import importlib.util
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from . import browser as tools
+from .browser import (
+    FAST,
+    Watch,
+    connections,
+    entries,
+    expect_state,
+    publish,
+    subscribe_urls,
+    wait_entry,
+)
+from .conftest import wait_for
+from .proxy import FlakyProxy
+from .servers import Gunicorn, RedisServer
+from .sse import RawStream
+
+# The shared fixtures, under their own names so that pytest finds them here.
+browser, open_page = tools.browser, tools.open_page
+
+
+@pytest.fixture(scope="module")
+def js_server(browser) -> Iterator[Gunicorn]:
+    """One gunicorn for the tests that need nothing special (after the browser: no browser, no server)."""
+    with Gunicorn(env=FAST) as gunicorn:
+        yield gunicorn
+
+
+OTHER_PAGE = """<!doctype html><meta charset="utf-8"><title>shop</title><link rel="icon" href="data:,">
+<ul id="orders"></ul>
+<script src="/sse/static/pushsvc.js"></script>
+<script>
+  var stream = PushSvc.subscribe({url: "/sse", clientId: "u42", groups: ["shop1"], events: ["order"]});
+  stream.on("order", function (e) {
+    var li = document.createElement("li");
+    li.textContent = e.id + " " + JSON.parse(e.data).order;
+    document.getElementById("orders").appendChild(li);
+  });
+  stream.on("state", function (s) { document.title = s.state; });
+</script>
+"""
+
+
+def test_another_page_uses_pushsvc_js_alone(js_server, open_page):
+    """The README's example: an application page with pushsvc.js and nothing else."""
+    page, watch = open_page("about:blank")
+    page.route(js_server.url("/shop.html"),
+               lambda route: route.fulfill(body=OTHER_PAGE, content_type="text/html; charset=utf-8"))
+    page.goto(js_server.url("/shop.html"))
+    page.wait_for_function("document.title === 'open'")
+    assert page.evaluate("typeof jQuery") == "undefined"
+    first = publish(js_server, group="shop1", event="order", data={"order": 1001})
+    page.locator("#orders li", has_text=f"{first} 1001").wait_for()
+    page.reload()
+    page.wait_for_function("document.title === 'open'")
+    assert f"lastEventId={first}" in subscribe_urls(watch, "u42")[-1]
+    second = publish(js_server, to="u42", event="order", data={"order": 1002})
+    page.locator("#orders li", has_text=f"{second} 1002").wait_for()
+    assert page.evaluate("stream.lastEventId") == second
+    assert page.evaluate("PushSvc.stripCloseMark('1-2.close')") == "1-2"
+    assert watch.errors == []
+
+
+def test_script_rebuilds_the_stream_after_502_and_503(js_server, open_page):
+    proxy = FlakyProxy(js_server.port)
+    try:
+        page, watch = open_page(proxy.base + "/?clientId=demo-flaky&subscribe=1")
+        expect_state(page, "open")
+        publish(js_server, to="demo-flaky", data="one")
+        wait_entry(page, "one")
+
+        # The proxy drops the stream, then answers the browser's reconnect with 502: EventSource gives up.
+        proxy.fail(502)
+        proxy.cut()
+        expect_state(page, "retrying")
+        expect_state(page, "open")
+        publish(js_server, to="demo-flaky", data="two")
+        wait_entry(page, "two")
+
+        # 503 twice: for the reconnect and for the first check before rebuilding; the backoff grows.
+        proxy.fail(503, count=2)
+        proxy.cut()
+        expect_state(page, "retrying")
+        expect_state(page, "open")
+        publish(js_server, to="demo-flaky", data="three")
+        wait_entry(page, "three")
+    finally:
+        proxy.close()
+    assert [e["data"] for e in entries(page)] == ["one", "two", "three"]
+    assert len(proxy.failed) == 3
+    assert any(line.startswith("HEAD /sse/subscribe/demo-flaky") for line in proxy.seen)
+    assert page.evaluate("demo.stream.retries") >= 3
+    assert watch.page_errors() == []
+    assert watch.foreign(proxy.base) == []
+
+
+def test_script_comes_back_after_a_server_restart(open_page):
+    with Gunicorn(env=FAST) as server:
+        page, watch = open_page(server.url("/?clientId=demo-restart&subscribe=1"))
+        expect_state(page, "open")
+        publish(server, to="demo-restart", data="before the restart")
+        wait_entry(page, "before the restart")
+        server.stop()
+        page.wait_for_function("document.querySelector('#state').dataset.state !== 'open'")
+        server.start()
+        expect_state(page, "open")
+        # The in-memory history went with the old process: the page is told so, and carries on.
+        page.locator("#log li.warn", has_text="could not be replayed").wait_for()
+        assert wait_for(lambda: connections(server, "demo-restart") == 1, 5)
+        publish(server, to="demo-restart", data="after the restart")
+        wait_entry(page, "after the restart")
+        assert watch.page_errors() == []
+
+
+def test_script_waits_out_a_busy_server(open_page):
+    with Gunicorn(env={**FAST, "PUSHSVC_MAX_CONNECTIONS": "1"}) as server:
+        holder = RawStream(server.port, "/sse/subscribe/demo-holder")
+        try:
+            assert holder.read_until(b"retry:", 5)
+            page, watch = open_page(server.url("/?clientId=demo-busy&subscribe=1"))
+            expect_state(page, "busy")
+            page.locator("#log li.warn", has_text="busy").wait_for()
+            assert connections(server, "demo-busy") == 0
+            # Another page gives up while it waits: Close stops its retries too.
+            quitter, quitter_watch = open_page(server.url("/?clientId=demo-quitter&subscribe=1"))
+            expect_state(quitter, "busy")
+            quitter.click("#close")
+            expect_state(quitter, "closed")
+            gave_up = len(subscribe_urls(quitter_watch, "demo-quitter"))
+        finally:
+            holder.close()
+        came_back = wait_for(lambda: connections(server, "demo-busy") == 1, 8)
+        assert came_back, "the page comes back once there is room"
+        assert len(subscribe_urls(quitter_watch, "demo-quitter")) == gave_up, "no retry after Close"
+        expect_state(page, "open")
+        publish(server, to="demo-busy", data="room at last")
+        wait_entry(page, "room at last")
+        assert watch.page_errors() == []
+
+
+def test_with_redis_and_two_workers_close_and_reload_hold(open_page):
+    """Behind two workers the page's stream, its close and its resume may each land on another one."""
+    if importlib.util.find_spec("pushsvc.redis_broker") is None:
+        pytest.skip("the Redis broker (pushsvc.redis_broker) is not part of this tree")
+    redis = RedisServer().start()
+    try:
+        with Gunicorn(workers=2, env={**FAST, "PUSHSVC_BROKER_URL": redis.url}) as server:
+            page, watch = open_page(server.url("/?clientId=demo-redis&subscribe=1"))
+            expect_state(page, "open")
+            seen = publish(server, to="demo-redis", data="one")
+            wait_entry(page, "one")
+            page.close()
+            assert wait_for(lambda: connections(server, "demo-redis") == 0, 5)
+            missed = publish(server, to="demo-redis", data="while away")
+            page = page.context.new_page()
+            watch = Watch.attach(page)
+            page.goto(server.url("/"))
+            assert wait_entry(page, "while away")["id"] == missed
+            assert f"lastEventId={seen}" in subscribe_urls(watch, "demo-redis")[-1]
+
+            asked = len(subscribe_urls(watch, "demo-redis"))
+            page.click("#close")
+            expect_state(page, "closed")
+            assert wait_for(lambda: connections(server, "demo-redis") == 0, 5)
+            time.sleep(1.0)
+            assert len(subscribe_urls(watch, "demo-redis")) == asked
+            page.click("#subscribe")
+            expect_state(page, "open")
+            publish(server, to="demo-redis", data="after the close")
+            wait_entry(page, "after the close")
+            assert page.get_attribute("#state", "data-state") == "open"
+            assert watch.errors == []
+    finally:
+        redis.cleanup()
