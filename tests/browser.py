@@ -140,8 +140,8 @@ def entries(page) -> list[dict[str, str]]:
         data: e.querySelector(".data").textContent}))""")
 
 
-def publish(server: Gunicorn, prefix: str = "/sse", **body) -> str:
-    reply = httpx.post(server.url(f"{prefix}/publish"), json=body, timeout=5)
+def publish(server: Gunicorn, prefix: str = "/sse", headers: dict[str, str] | None = None, **body) -> str:
+    reply = httpx.post(server.url(f"{prefix}/publish"), json=body, headers=headers, timeout=5)
     assert reply.status_code == 202, reply.text
     return reply.json()["id"]
 

@@ -186,18 +186,22 @@ def test_readable_on_a_phone(demo_server, open_page):
 # -- settings ----------------------------------------------------------------------------------------
 
 
-def test_page_follows_the_url_prefix_and_a_subscriber_token(open_page):
+def test_page_follows_the_url_prefix_and_the_tokens(open_page):
     secret = "demo-page-secret-of-at-least-32-bytes"
-    env = {**FAST, "PUSHSVC_URL_PREFIX": "/push", "PUSHSVC_JWT_SECRET": secret}
+    env = {**FAST, "PUSHSVC_URL_PREFIX": "/push", "PUSHSVC_JWT_SECRET": secret,
+           "PUSHSVC_PUBLISH_TOKEN": "demo-publisher-token"}
+    admin = {"Authorization": "Bearer demo-publisher-token"}
     with Gunicorn(env=env) as server:
         claims = {"sub": "demo-jwt", "groups": ["demo-team"], "exp": int(time.time()) + 600}
         token = jwt.encode(claims, secret, algorithm="HS256")
-        page, watch = open_page(server.url(f"/?clientId=demo-jwt&group=demo-team&token={token}&subscribe=1"))
+        page, watch = open_page(server.url(f"/?clientId=demo-jwt&group=demo-team&token={token}"
+                                           "&publishToken=demo-publisher-token&subscribe=1"))
         expect_state(page, "open")
         send(page, "behind a prefix", target="the group")
         wait_entry(page, "behind a prefix")
-        publish(server, "/push", to="demo-jwt", data="over http")
+        publish(server, "/push", headers=admin, to="demo-jwt", data="over http")
         wait_entry(page, "over http")
+        page.locator('#clients tr[data-client="demo-jwt"]').wait_for()
         assert watch.count("/push/static/jquery.min.js") == 1 and watch.count("/push/static/pushsvc.js") == 1
         assert f"token={token}" in subscribe_urls(watch, "demo-jwt")[-1]
         assert [u for u in watch.requests if "/sse/" in u] == []
@@ -208,6 +212,7 @@ def test_page_follows_the_url_prefix_and_a_subscriber_token(open_page):
             bare, bare_watch = open_page(server.url("/?clientId=demo-jwt&subscribe=1"))
             expect_state(bare, "refused")
             assert "401" in bare.text_content("#log") and "?token=" in bare.text_content("#log")
+            assert bare.text_content("#clients-summary") == "needs ?publishToken="
             assert bare_watch.page_errors() == []
 
 
