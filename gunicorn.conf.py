@@ -4,19 +4,33 @@ command line still win.
     gunicorn -c gunicorn.conf.py wsgi:app
 """
 
+import glob
 import os
 import resource
+import shutil
 import sys
-
-from pushsvc.config import ConfigError, Settings
+import tempfile
 
 _env = os.environ.get
+
+# Metrics from several workers: prometheus_client keeps each worker's values in files in this directory
+# and adds them up at scrape time. It picks that mode when it is imported, so the variable must be set
+# before pushsvc (which imports it) is. A fresh directory per arbiter, so that no count from an earlier
+# run leaks in; a reload (HUP) re-reads this file and keeps the same one.
+_METRICS_DIR_PREFIX = "pushsvc-metrics-"
+if not _env("PROMETHEUS_MULTIPROC_DIR"):
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix=_METRICS_DIR_PREFIX)
+
+from pushsvc.config import ConfigError, Settings  # noqa: E402
+from pushsvc.metrics import worker_exited  # noqa: E402
 
 # Where to listen. Behind nginx keep it on loopback; in a container use 0.0.0.0:8000.
 bind = _env("PUSHSVC_BIND", "127.0.0.1:8000")
 
-# Event streams are long-lived and mostly idle: gevent holds thousands per worker in one process.
-worker_class = "gevent"
+# Event streams are long-lived and mostly idle: gevent holds thousands per worker in one process. This is
+# gunicorn's gevent worker plus one step: on SIGTERM (deploy, reload) and SIGQUIT it first ends every
+# open stream with a jittered retry: hint, so browsers come back spread out instead of all at once.
+worker_class = "pushsvc.worker.DrainingWorker"
 
 # One worker is right with the in-memory broker (it cannot share events between processes); with
 # PUSHSVC_BROKER_URL=redis://… use one per core.
@@ -27,13 +41,18 @@ workers = int(_env("PUSHSVC_WORKERS", "1"))
 _max_streams = int(_env("PUSHSVC_MAX_CONNECTIONS", "10000") or 10000)
 worker_connections = int(_env("PUSHSVC_WORKER_CONNECTIONS", str(_max_streams + 1000)))
 
-# The worker heartbeat to the arbiter, not a request timeout: gevent workers stream for hours.
+# The worker's heartbeat to the arbiter, not a request timeout: with gevent a stream may stay open for
+# days, and only a worker whose event loop is stuck this long is killed and replaced.
 timeout = int(_env("PUSHSVC_WORKER_TIMEOUT", "30"))
 
-# On SIGTERM or reload, open streams get a last retry hint and end; this is how long that may take.
+# On SIGTERM or reload each stream is handed its last retry hint and ends within milliseconds; this is
+# the time left for publishes in flight and for clients slow to read that last chunk. After it, gunicorn
+# cuts what is left. Keep it below your orchestrator's kill timeout (Kubernetes: 30 s).
 graceful_timeout = int(_env("PUSHSVC_GRACEFUL_TIMEOUT", "10"))
 
-# Keep-alive for ordinary requests (publish, health); a stream keeps its connection anyway.
+# Keep-alive for ordinary requests (publish, health, metrics); a stream holds its connection anyway.
+# Behind nginx with upstream keepalive, keep nginx's upstream keepalive_timeout below this, or nginx may
+# reuse a connection gunicorn has just closed and answer 502 (deploy/nginx.conf uses 4 s).
 keepalive = int(_env("PUSHSVC_KEEPALIVE", "5"))
 
 # Workers are forked before the app is loaded, so Redis connections and greenlets start in the worker
@@ -48,6 +67,9 @@ if _env("PUSHSVC_CONTROL_SOCKET"):
 
 loglevel = _env("PUSHSVC_LOG_LEVEL", "info").lower()
 accesslog = _env("PUSHSVC_ACCESS_LOG") or None
+# gunicorn's default access line holds the whole request line; pushsvc's query strings may carry a
+# subscriber token or ticket, so log the path without them (%(U)s), never %(r)s or %(q)s.
+access_log_format = '%(h)s %(t)s "%(m)s %(U)s %(H)s" %(s)s %(b)s %(M)sms "%(a)s"'
 
 
 def _raise_file_limit(needed: int) -> None:
@@ -77,3 +99,25 @@ def on_starting(server):
             "raise PUSHSVC_WORKER_CONNECTIONS"
         )
     _raise_file_limit(cfg.worker_connections + 100)
+    _wipe_metrics_dir()
+
+
+def child_exit(server, worker):
+    """A worker is gone: its open-connections gauge must stop counting."""
+    worker_exited(worker.pid)
+
+
+def on_exit(server):
+    """Remove the metrics directory made for this arbiter (not one the operator chose)."""
+    path = os.environ.get("PROMETHEUS_MULTIPROC_DIR", "")
+    if os.path.basename(path).startswith(_METRICS_DIR_PREFIX):
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def _wipe_metrics_dir():
+    # prometheus_client asks for an empty directory at start: old files would add an earlier run's counts.
+    # The arbiter's own (all zero) files are kept: it has imported pushsvc and made them already.
+    own = str(os.getpid())
+    for name in glob.glob(os.path.join(os.environ["PROMETHEUS_MULTIPROC_DIR"], "*.db")):
+        if not name.endswith(f"_{own}.db"):
+            os.unlink(name)

@@ -10,6 +10,7 @@ from flask import Flask, Response, jsonify, render_template, send_from_directory
 from werkzeug.exceptions import HTTPException
 from xstatic.pkg import jquery as xstatic_jquery
 
+from . import metrics
 from .extension import EXTENSION_KEY, Push
 
 _HERE = Path(__file__).resolve().parent
@@ -46,6 +47,11 @@ def create_app(test_config: dict[str, Any] | None = None, **settings: Any) -> Fl
         from .blueprint import healthz as blueprint_healthz
 
         return blueprint_healthz()
+
+    @app.get("/metrics")
+    def prometheus_metrics() -> Response:
+        body, content_type = metrics.render()
+        return Response(body, content_type=content_type, headers={"Cache-Control": "no-cache"})
 
     @app.errorhandler(HTTPException)
     def http_error(error: HTTPException) -> Any:

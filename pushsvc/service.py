@@ -10,9 +10,10 @@ import logging
 import os
 import random
 import time
+import weakref
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
 import gevent
 from gevent.queue import Full
@@ -65,11 +66,15 @@ class Subscription:
 class Service:
     """Everything pushsvc does, for one application in one worker process."""
 
+    #: The services started in this process; the gunicorn worker drains them all on shutdown.
+    started: ClassVar[weakref.WeakSet[Service]] = weakref.WeakSet()
+
     def __init__(self, settings: Settings, broker: Broker | None = None):
         self.settings = settings
         self.broker = broker or create_broker(settings)
         self.stats = Stats()
         self.registry = Registry(on_slow=self._on_slow)
+        self.stats.watch(self.registry)
         self._started_in: int | None = None
         self._housekeeper: gevent.Greenlet | None = None
         self.draining = False
@@ -83,6 +88,7 @@ class Service:
         self._started_in = os.getpid()
         self.broker.start(self.registry)
         self._housekeeper = gevent.spawn(self._housekeeping)
+        Service.started.add(self)
         log.info("pushsvc started in worker %s with the %s broker", os.getpid(), self.broker.name)
 
     def stop(self) -> None:
@@ -90,6 +96,31 @@ class Service:
             self._housekeeper.kill(block=False)
         self.broker.stop()
         self._started_in = None
+        Service.started.discard(self)
+
+    def drain(self) -> int:
+        """Before a restart: refuse new streams, and end every open one with its own ``retry:`` delay.
+
+        Events already queued are written first. The delays are spread out so that thousands of browsers
+        do not all come back in the same second. A stream whose queue is full is cut off at once (it
+        resumes from history). Returns how many streams were asked to end.
+        """
+        self.draining = True
+        asked = 0
+        full = []
+        for conn in list(self.registry.connections):
+            farewell = wire.comment("restarting") + wire.retry(self.jittered_retry_ms())
+            try:
+                conn.queue.put_nowait(Frame(farewell, end=True))
+                asked += 1
+            except Full:
+                full.append(conn)
+        for conn in full:
+            self.registry.drop(conn, "queue full at shutdown")
+        self.stats.drained += asked
+        log.info("draining worker %s: %d streams asked to reconnect later, %d cut off", os.getpid(),
+                 asked, len(full))
+        return asked
 
     def _housekeeping(self) -> None:
         settings = self.settings
@@ -109,7 +140,7 @@ class Service:
 
     def _on_slow(self, conn: Connection, reason: str) -> None:
         self.stats.slow_disconnects[reason] += 1
-        log.warning("cut off slow client %s in worker %s: %s after %.1f s, %d writes",
+        log.warning("slow-disconnect %s worker=%s: %s after %.1f s, %d events",
                     conn.client_id, os.getpid(), reason, time.monotonic() - conn.opened, conn.sent)
 
     # -- publishing ---------------------------------------------------------------------------------
@@ -117,9 +148,14 @@ class Service:
     def publish(self, messages: Sequence[Message]) -> list[Published]:
         """Publish in order, all or none. Raises :class:`BrokerUnavailable` when nothing was stored."""
         self.start()
+        if self.draining and not self.broker.shared:
+            # This worker's history ends with it: a 503 sends the publisher to the next server instead.
+            self.stats.broker_errors += 1
+            raise BrokerUnavailable("this worker is shutting down and its broker keeps nothing")
         online = [self.broker.online(m.target) for m in messages]
         try:
-            ids = self.broker.publish(messages)
+            with self.stats.publish_seconds.time():
+                ids = self.broker.publish(messages)
         except BrokerUnavailable:
             self.stats.broker_errors += 1
             raise
@@ -191,9 +227,13 @@ class Service:
 
         The event repeats the client's own Last-Event-ID, so its resume point survives the refusal.
         """
-        delay = int(self.settings.busy_retry_ms * random.uniform(0.5, 1.5))
+        delay = self.jittered_retry_ms()
         echo = last_event_id if last_event_id and is_event_id(last_event_id) else ""
         return wire.retry(delay) + wire.encode(echo, {"reason": reason, "retry": delay}, event="busy")
+
+    def jittered_retry_ms(self) -> int:
+        """A reconnection delay of ``busy_retry_ms``, give or take half, different for every caller."""
+        return int(self.settings.busy_retry_ms * random.uniform(0.5, 1.5))
 
     def _stream(self, conn: Connection, last_event_id: str | None, peer: Peer | None) -> Iterator[bytes]:
         registry = self.registry
@@ -223,7 +263,7 @@ class Service:
             self.stats.connections_closed += 1
             if conn.dead and ended == "client gone":
                 ended = "cut off"
-            log.info("disconnect %s worker=%s after %.1f s, %d writes: %s", conn.client_id, os.getpid(),
+            log.info("disconnect %s worker=%s after %.1f s, %d events: %s", conn.client_id, os.getpid(),
                      time.monotonic() - conn.opened, conn.sent, ended)
 
     def _hung_up(self, conn: Connection) -> None:
@@ -251,6 +291,7 @@ class Service:
         if not frames:
             return b"", False
         self.stats.replayed_events += len(frames)
+        conn.sent += len(frames)
         conn.skip_until = frames[-1].key
         for index, frame in enumerate(frames):
             if frame.end:
@@ -271,7 +312,8 @@ class Service:
                 conn.writing_since = clock()
                 yield frame.data
                 conn.writing_since = None
-                conn.sent += 1
+                if frame.event_id is not None:
+                    conn.sent += 1
                 if frame.end:
                     return "closed"
                 continue
@@ -289,7 +331,7 @@ class Service:
                 conn.writing_since = clock()
                 yield b"".join(f.data for f in batch)
                 conn.writing_since = None
-                conn.sent += 1
+                conn.sent += sum(1 for f in batch if f.event_id is not None)
             if end is not None:
                 return "closed"
 
