@@ -36,6 +36,12 @@ class DrainingWorker(GeventWorker):
     def handle_quit(self, sig: int, frame: FrameType | None) -> None:
         gevent.spawn(self._drain_then, super().handle_quit, sig, frame)
 
+    def timeout_ctx(self) -> gevent.Timeout:
+        # How long a kept-alive connection may wait for its next request. Once stopping, a connection
+        # whose stream has just ended must not linger for the full keep-alive (the worker would wait for
+        # it, and a client or proxy reusing it would reach a worker that only refuses): close it at once.
+        return gevent.Timeout(self.cfg.keepalive if self.alive else 0.05, False)
+
     def _drain_then(self, stop: Callable[[int, FrameType | None], Any], sig: int,
                     frame: FrameType | None) -> None:
         for service in list(Service.started):
