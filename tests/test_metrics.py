@@ -6,6 +6,10 @@ multiprocess files exactly as in production, even with one worker.
 
 from __future__ import annotations
 
+import contextlib
+import importlib.util
+import os
+import signal
 from collections.abc import Iterator
 
 import httpx
@@ -22,7 +26,9 @@ BIG = "x" * 60_000
 @pytest.fixture(scope="module")
 def metered() -> Iterator[Gunicorn]:
     # A tiny per-connection queue, so one client that stops reading is cut off quickly.
-    env = {"PUSHSVC_HEARTBEAT_SECONDS": "1", "PUSHSVC_QUEUE_SIZE": "4", "PUSHSVC_WRITE_TIMEOUT_SECONDS": "2"}
+    env = {"PUSHSVC_HEARTBEAT_SECONDS": "1", "PUSHSVC_QUEUE_SIZE": "4", "PUSHSVC_WRITE_TIMEOUT_SECONDS": "2",
+           # The access log on, as a deployer may run it: it must not show tokens either.
+           "PUSHSVC_ACCESS_LOG": "-"}
     with Gunicorn(env=env) as gunicorn:
         yield gunicorn
 
@@ -128,6 +134,7 @@ def test_log_lines_carry_client_worker_duration_and_events(metered):
     lines = [ln for ln in metered.output().splitlines() if "met-log" in ln]
     assert any(f"connect met-log groups= worker={pid}" in ln for ln in lines), lines
     assert any(f"disconnect met-log worker={pid} after " in ln and " 1 events: " in ln for ln in lines), lines
+    assert "GET /sse/subscribe/met-log HTTP/1.1" in metered.output()  # the access line, without its query
     assert "secret-token-value" not in metered.output()
 
 
@@ -140,3 +147,49 @@ def test_metrics_is_prometheus_text_with_help(metered):
         assert f"# TYPE {name} " in text, name
     healthz = httpx.get(metered.url("/healthz"), timeout=5).json()
     assert healthz["status"] == "ok" and healthz["broker"] == "memory"
+
+
+HAS_REDIS_BROKER = importlib.util.find_spec("pushsvc.redis_broker") is not None
+
+
+@pytest.mark.skipif(not HAS_REDIS_BROKER,
+                    reason="needs pushsvc/redis_broker.py from the Redis broker issue (not merged here yet)")
+def test_two_workers_add_up_and_a_dead_worker_stops_counting(redis_server):
+    env = {"PUSHSVC_BROKER_URL": redis_server.url, "PUSHSVC_HEARTBEAT_SECONDS": "1"}
+    with Gunicorn(workers=2, env=env) as server:
+        streams = [RawStream(server.port, f"/sse/subscribe/met-two-{i}") for i in range(12)]
+        try:
+            for s in streams:
+                assert s.read_until(b"retry:")
+            with httpx.Client(base_url=server.base, timeout=5) as http:
+                for i in range(3):
+                    reply = http.post("/sse/publish", json={"prefix": "met-two-", "data": f"x{i}"})
+                    assert reply.status_code == 202
+            assert all(s.read_until(b"data: x2\n") for s in streams)
+            # Whichever worker answers the scrape, it reports both workers' counts.
+            for _ in range(6):
+                m = scrape(server)
+                assert value(m, "pushsvc_connections") == 12
+                assert value(m, "pushsvc_events_published_total", target="prefix") == 3
+                assert value(m, "pushsvc_events_delivered_total", target="prefix") == 36
+            # The worker holding more streams (more sockets open) is killed without a chance to drain.
+            victim = max(server.worker_pids(), key=sockets_of)
+            os.kill(victim, signal.SIGKILL)
+            # Its streams are gone with it: the gauge drops at once (child_exit), the counters stay.
+            assert wait_for(lambda: victim not in server.worker_pids() and len(server.worker_pids()) == 2, 10)
+            survivors = sum(1 for s in streams if not s.wait_closed(0.3))
+            assert survivors <= 6
+            assert wait_for(lambda: value(scrape(server), "pushsvc_connections") == survivors, 10)
+            assert value(scrape(server), "pushsvc_events_delivered_total", target="prefix") == 36
+        finally:
+            for s in streams:
+                s.close()
+
+
+def sockets_of(pid: int) -> int:
+    """How many sockets a process has open (its streams, plus a few of its own)."""
+    count = 0
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        with contextlib.suppress(OSError):  # closed since the listing
+            count += os.readlink(f"/proc/{pid}/fd/{fd}").startswith("socket:")
+    return count
