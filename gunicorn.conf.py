@@ -4,6 +4,7 @@ command line still win.
     gunicorn -c gunicorn.conf.py wsgi:app
 """
 
+import atexit
 import glob
 import os
 import resource
@@ -15,11 +16,24 @@ _env = os.environ.get
 
 # Metrics from several workers: prometheus_client keeps each worker's values in files in this directory
 # and adds them up at scrape time. It picks that mode when it is imported, so the variable must be set
-# before pushsvc (which imports it) is. A fresh directory per arbiter, so that no count from an earlier
-# run leaks in; a reload (HUP) re-reads this file and keeps the same one.
-_METRICS_DIR_PREFIX = "pushsvc-metrics-"
-if not _env("PROMETHEUS_MULTIPROC_DIR"):
-    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix=_METRICS_DIR_PREFIX)
+# before pushsvc (which imports it) is. Unless the operator chose a directory, each arbiter makes a fresh
+# one (no count from an earlier run leaks in) and removes it when it exits. A reload (HUP) re-reads this
+# file in the same arbiter and keeps it; a new arbiter (USR2 upgrade) inherits the variable and the
+# owner's pid, sees that it is not the owner, and makes its own.
+_METRICS_OWNER = "_PUSHSVC_METRICS_DIR_OWNER"
+
+
+def _own_metrics_dir():
+    path = tempfile.mkdtemp(prefix="pushsvc-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = path
+    os.environ[_METRICS_OWNER] = str(os.getpid())
+    owner = os.getpid()
+    # Workers are forked and inherit this exit hook: only the arbiter that made the directory removes it.
+    atexit.register(lambda: os.getpid() == owner and shutil.rmtree(path, ignore_errors=True))
+
+
+if not _env("PROMETHEUS_MULTIPROC_DIR") or _env(_METRICS_OWNER, str(os.getpid())) != str(os.getpid()):
+    _own_metrics_dir()
 
 from pushsvc.config import ConfigError, Settings  # noqa: E402
 from pushsvc.metrics import worker_exited  # noqa: E402
@@ -105,13 +119,6 @@ def on_starting(server):
 def child_exit(server, worker):
     """A worker is gone: its open-connections gauge must stop counting."""
     worker_exited(worker.pid)
-
-
-def on_exit(server):
-    """Remove the metrics directory made for this arbiter (not one the operator chose)."""
-    path = os.environ.get("PROMETHEUS_MULTIPROC_DIR", "")
-    if os.path.basename(path).startswith(_METRICS_DIR_PREFIX):
-        shutil.rmtree(path, ignore_errors=True)
 
 
 def _wipe_metrics_dir():

@@ -74,7 +74,8 @@ class Service:
         self.broker = broker or create_broker(settings)
         self.stats = Stats()
         self.registry = Registry(on_slow=self._on_slow)
-        self.stats.watch(self.registry)
+        self.registry.delivered = self.stats.delivered
+        self.registry.listeners.append(self.stats.on_connection)
         self._started_in: int | None = None
         self._housekeeper: gevent.Greenlet | None = None
         self.draining = False
@@ -140,7 +141,7 @@ class Service:
 
     def _on_slow(self, conn: Connection, reason: str) -> None:
         self.stats.slow_disconnects[reason] += 1
-        log.warning("slow-disconnect %s worker=%s: %s after %.1f s, %d events",
+        log.warning("cut off slow client %s worker=%s: %s after %.1f s, %d events",
                     conn.client_id, os.getpid(), reason, time.monotonic() - conn.opened, conn.sent)
 
     # -- publishing ---------------------------------------------------------------------------------

@@ -1,55 +1,109 @@
-"""What a worker did, counted: the service writes ``stats.published[kind] += 1``; Prometheus sees it.
+"""What the workers did, counted in Prometheus families; :class:`Stats` is how the service counts.
 
-Every field reads like a plain number or ``collections.Counter`` (the total of this :class:`Stats`), and
-every increase also goes to the matching family in :mod:`pushsvc.metrics`, which is what ``/metrics``
-exports for all workers together.
+The service writes ``stats.published[kind] += 1`` or ``stats.replays += 1``: each field reads like a
+plain number or ``collections.Counter`` (this service's own total), and every increase also goes to the
+matching Prometheus family below. :mod:`pushsvc.metrics` exports those, for all workers together.
+
+The families are module globals, as ``prometheus_client`` wants: several services in one process add
+into the same series. Under gunicorn each worker writes them to its own files (see ``gunicorn.conf.py``).
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections import Counter as Tally
+from typing import Any
 
-from . import metrics
-from .broker import RESET_EXPIRED, RESET_UNKNOWN
-from .metrics import CountedInt, LabelledCounter
-from .targets import KINDS
+from prometheus_client import Counter, Gauge, Histogram
 
-if TYPE_CHECKING:
-    from .registry import Connection, Registry
+# Publish latency is a dict insert and a loop of put_nowait in memory, a round trip with Redis:
+# a tenth of a millisecond to a few hundred milliseconds covers both.
+PUBLISH_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+                   2.5)
 
-# Dashboards and alerts want a 0 before the first event, not a series that appears out of nowhere.
-metrics.prime(metrics.PUBLISHED, KINDS)
-metrics.prime(metrics.DELIVERED, KINDS)
-metrics.prime(metrics.SLOW_DISCONNECTS, ("queue full", "write timeout"))
-metrics.prime(metrics.RESETS, (RESET_UNKNOWN, RESET_EXPIRED))
+CONNECTIONS = Gauge(
+    "pushsvc_connections", "Open event streams.",
+    # livesum: a worker that died (a deploy, a crash) stops counting at once.
+    multiprocess_mode="livesum")
+CONNECTIONS_OPENED = Counter("pushsvc_connections_opened", "Event streams opened.")
+CONNECTIONS_CLOSED = Counter("pushsvc_connections_closed", "Event streams ended, for any reason.")
+PUBLISHED = Counter("pushsvc_events_published", "Events accepted for publishing, by target kind.",
+                    ["target"])
+DELIVERED = Counter("pushsvc_events_delivered",
+                    "Events queued on an open stream, by target kind (one per stream reached).", ["target"])
+SLOW_DISCONNECTS = Counter("pushsvc_slow_disconnects",
+                           "Streams cut off for not keeping up, by reason (queue full, write timeout).",
+                           ["reason"])
+REPLAYS = Counter("pushsvc_replays", "Resumes with a Last-Event-ID.")
+REPLAYED_EVENTS = Counter("pushsvc_replayed_events", "Events written from history on resume.")
+RESETS = Counter("pushsvc_resets", "Resumes answered with event: reset, by reason.", ["reason"])
+REFUSED = Counter("pushsvc_refused", "Subscribes turned away (busy, restarting, closed), by reason.",
+                  ["reason"])
+BROKER_ERRORS = Counter("pushsvc_broker_errors", "Publishes the broker could not take.")
+DRAINED = Counter("pushsvc_drained_connections",
+                  "Streams ended with a retry hint because their worker was shutting down.")
+PUBLISH_SECONDS = Histogram("pushsvc_publish_seconds", "Time to hand one publish call to the broker.",
+                            buckets=PUBLISH_BUCKETS)
+
+
+class LabelledCounter(Tally):
+    """A ``collections.Counter`` whose every increase is added to a labelled Prometheus counter."""
+
+    def __init__(self, metric: Counter):
+        super().__init__()
+        self._metric = metric
+
+    def __setitem__(self, label: str, value: Any) -> None:
+        delta = value - self[label]
+        if delta > 0:
+            self._metric.labels(label).inc(delta)
+        super().__setitem__(label, value)
+
+    def __reduce__(self) -> Any:  # copies and pickles are plain Counters: the metric stays behind
+        return (Tally, (dict(self),))
+
+
+class CountedInt:
+    """An integer attribute whose every increase is added to a Prometheus counter."""
+
+    def __init__(self, metric: Counter):
+        self._metric = metric
+        self._name = ""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self._name = "_" + name
+
+    def __get__(self, obj: Any, owner: type | None = None) -> Any:
+        return self if obj is None else obj.__dict__.get(self._name, 0)
+
+    def __set__(self, obj: Any, value: int) -> None:
+        delta = value - obj.__dict__.get(self._name, 0)
+        if delta > 0:
+            self._metric.inc(delta)
+        obj.__dict__[self._name] = value
 
 
 class Stats:
-    """The counters of one :class:`~pushsvc.service.Service`, mirrored into Prometheus."""
+    """The counters of one service, mirrored into the Prometheus families."""
 
-    connections_opened = CountedInt(metrics.CONNECTIONS_OPENED)
-    connections_closed = CountedInt(metrics.CONNECTIONS_CLOSED)
-    replays = CountedInt(metrics.REPLAYS)
-    replayed_events = CountedInt(metrics.REPLAYED_EVENTS)
-    broker_errors = CountedInt(metrics.BROKER_ERRORS)
-    drained = CountedInt(metrics.DRAINED)
+    connections_opened = CountedInt(CONNECTIONS_OPENED)
+    connections_closed = CountedInt(CONNECTIONS_CLOSED)
+    replays = CountedInt(REPLAYS)
+    replayed_events = CountedInt(REPLAYED_EVENTS)
+    broker_errors = CountedInt(BROKER_ERRORS)
+    drained = CountedInt(DRAINED)
 
     def __init__(self) -> None:
-        self.published = LabelledCounter(metrics.PUBLISHED)  # by target kind
-        self.delivered = LabelledCounter(metrics.DELIVERED)  # by target kind
-        self.slow_disconnects = LabelledCounter(metrics.SLOW_DISCONNECTS)  # by reason
-        self.resets = LabelledCounter(metrics.RESETS)  # by reason
-        self.refused = LabelledCounter(metrics.REFUSED)  # busy, restarting, closed
-        self.publish_seconds = metrics.PUBLISH_SECONDS
-
-    def watch(self, registry: Registry) -> None:
-        """Count the registry's deliveries and follow its open connections."""
-        registry.delivered = self.delivered
-        registry.listeners.append(self._on_connection)
+        self.published = LabelledCounter(PUBLISHED)  # by target kind
+        self.delivered = LabelledCounter(DELIVERED)  # by target kind; the registry counts into it
+        self.slow_disconnects = LabelledCounter(SLOW_DISCONNECTS)  # by reason
+        self.resets = LabelledCounter(RESETS)  # by reason
+        self.refused = LabelledCounter(REFUSED)  # busy, restarting, closed
+        self.publish_seconds = PUBLISH_SECONDS
 
     @staticmethod
-    def _on_connection(change: str, conn: Connection) -> None:
+    def on_connection(change: str, conn: object) -> None:
+        """A registry listener: follow the number of open streams."""
         if change == "connect":
-            metrics.CONNECTIONS.inc()
+            CONNECTIONS.inc()
         else:
-            metrics.CONNECTIONS.dec()
+            CONNECTIONS.dec()

@@ -116,7 +116,7 @@ def test_slow_client_is_counted_once(metered):
         assert value(m, "pushsvc_connections") == 0
         assert (value(m, "pushsvc_connections_closed_total")
                 == value(before, "pushsvc_connections_closed_total") + 1)
-        assert "slow-disconnect met-slow worker=" in metered.output()
+        assert "cut off slow client met-slow worker=" in metered.output()
     finally:
         slow.close()
         http.close()
