@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from typing import ClassVar
 
+import httpx
 import pytest
 
 from .conftest import wait_for
@@ -151,17 +152,17 @@ def test_listen_prints_events_as_they_arrive(server, listen):
 
 def test_listen_resumes_after_a_drop():
     # Heartbeats every 30 s, and the listener gives up on a silent stream after 1 s: a drop, every second.
-    env = {"PUSHSVC_HEARTBEAT_SECONDS": "30", "PUSHSVC_RETRY_MS": "1500"}
-    with Gunicorn(env=env) as server:
+    env = {"PUSHSVC_HEARTBEAT_SECONDS": "30", "PUSHSVC_RETRY_MS": "1000"}
+    with Gunicorn(env=env) as server, httpx.Client(base_url=server.base, timeout=5) as http:
         b = Background(server.base, "listen", "cli-resume", "--idle", "1", "--count", "3")
         try:
-            assert wait_for(lambda: run(server.base, "clients", "cli-resume").returncode == 0, 10)
-            run(server.base, "publish", "--to", "cli-resume", "one")
-            assert b.line(b.out).endswith(" message one")
-            assert "reconnecting in" in b.wait_err("reconnecting in")
+            assert wait_for(lambda: http.get("/sse/clients/cli-resume").status_code == 200, 10)
+            first = http.post("/sse/publish", json={"to": "cli-resume", "data": "one"}).json()["id"]
+            assert b.line(b.out) == f"{first} message one"
+            assert b.wait_err("reconnecting in").endswith(f" from {first}")
             # Published while the listener is away: replayed when it comes back with its Last-Event-ID.
-            run(server.base, "publish", "--to", "cli-resume", "two")
-            run(server.base, "publish", "--to", "cli-resume", "three")
+            for data in ("two", "three"):
+                assert http.post("/sse/publish", json={"to": "cli-resume", "data": data}).status_code == 202
             assert b.line(b.out).endswith(" message two")
             assert b.line(b.out).endswith(" message three")
             assert b.proc.wait(10) == 0
