@@ -193,3 +193,15 @@ def sockets_of(pid: int) -> int:
         with contextlib.suppress(OSError):  # closed since the listing
             count += os.readlink(f"/proc/{pid}/fd/{fd}").startswith("socket:")
     return count
+
+
+def test_metrics_in_process_without_gunicorn():
+    # No PROMETHEUS_MULTIPROC_DIR here: the same families, read from the process's own registry.
+    from pushsvc import create_app
+
+    app = create_app(heartbeat_seconds=1)
+    reply = app.test_client().get("/metrics")
+    assert reply.status_code == 200
+    assert reply.content_type.startswith("text/plain")
+    assert b'pushsvc_events_published_total{target="to"}' in reply.data
+    assert b"pushsvc_publish_seconds_bucket" in reply.data

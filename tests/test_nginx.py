@@ -8,6 +8,7 @@ the module is skipped when nginx is missing; with ``PUSHSVC_REQUIRE_NGINX=1`` (C
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import statistics
 import subprocess
@@ -171,3 +172,27 @@ def test_publish_health_and_metrics_through_nginx(via):
     assert via.http.post("/sse/publish", json={"broadcast": True, "data": "x"}).status_code == 202
     # Scrapes from loopback are allowed by the documented config.
     assert "pushsvc_events_published_total" in via.http.get("/metrics").text
+
+
+def test_a_restart_behind_nginx_ends_streams_cleanly_with_a_retry_hint():
+    gunicorn = Gunicorn(env={"PUSHSVC_HEARTBEAT_SECONDS": "1"}).start()
+    nginx = Nginx(gunicorn.port)
+    streams: list[RawStream] = []
+    try:
+        nginx.start()
+        streams = [RawStream(nginx.port, f"/sse/subscribe/ngx-term-{i}") for i in range(3)]
+        for s in streams:
+            assert s.read_until(b"retry: 3000\n")
+        gunicorn.stop()
+        for s in streams:
+            # nginx passes the farewell and the end of the chunked body on, as gunicorn wrote them.
+            assert s.wait_closed(5)
+            assert re.search(rb": restarting\n\nretry: \d+\n\n$", s.body), s.body[-100:]
+        # With no gunicorn behind it, nginx answers 502 (pushsvc.js rebuilds its EventSource after one,
+        # with backoff; a bare EventSource would stop for good).
+        assert httpx.get(nginx.base + "/healthz", timeout=5).status_code == 502
+    finally:
+        for s in streams:
+            s.close()
+        nginx.stop()
+        gunicorn.stop()
