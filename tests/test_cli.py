@@ -204,3 +204,10 @@ def test_publish_token_from_the_environment():
     finally:
         httpd.shutdown()
         httpd.server_close()
+
+
+def test_listen_stops_when_the_server_says_closed_for_good(server):
+    # A resume from a close event's id is answered 204: the listener stops, as a browser's EventSource does.
+    done = run(server.base, "listen", "cli-gone", "--last-event-id", "1-1.close", timeout=10)
+    assert done.returncode == 0
+    assert done.stderr == "pushsvc: cli-gone was closed by the server; not reconnecting\n"
