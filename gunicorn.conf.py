@@ -12,6 +12,8 @@ import shutil
 import sys
 import tempfile
 
+from gunicorn.glogging import Logger
+
 _env = os.environ.get
 
 # Metrics from several workers: prometheus_client keeps each worker's values in files in this directory
@@ -37,6 +39,7 @@ if not _env("PROMETHEUS_MULTIPROC_DIR") or _env(_METRICS_OWNER, str(os.getpid())
 
 from pushsvc.config import ConfigError, Settings  # noqa: E402
 from pushsvc.metrics import worker_exited  # noqa: E402
+from pushsvc.redact import RedactFilter, redact_query  # noqa: E402
 
 # Where to listen. Behind nginx keep it on loopback; in a container use 0.0.0.0:8000.
 bind = _env("PUSHSVC_BIND", "127.0.0.1:8000")
@@ -84,6 +87,37 @@ accesslog = _env("PUSHSVC_ACCESS_LOG") or None
 # gunicorn's default access line holds the whole request line; pushsvc's query strings may carry a
 # subscriber token or ticket, so log the path without them (%(U)s), never %(r)s or %(q)s.
 access_log_format = '%(h)s %(t)s "%(m)s %(U)s %(H)s" %(s)s %(b)s %(M)sms "%(a)s"'
+
+# The longest request line gunicorn accepts (its maximum): a subscribe joining many groups has a long query.
+limit_request_line = 8190
+
+
+class RedactingLogger(Logger):
+    """gunicorn's logger, minus credentials, whatever access_log_format a deployer picks: the request line
+    (%(r)s), the query (%(q)s), a referer, the Authorization and Cookie headers, and error lines."""
+
+    _QUERY_ATOMS = ("q", "{query_string}e")
+    _SECRET_HEADERS = ("{authorization}i", "{cookie}i")
+
+    def setup(self, cfg):
+        super().setup(cfg)
+        for logger in (self.error_log, self.access_log):
+            if not any(isinstance(f, RedactFilter) for f in logger.filters):
+                logger.addFilter(RedactFilter())
+
+    def atoms(self, resp, req, environ, request_time):
+        atoms = super().atoms(resp, req, environ, request_time)
+        for key in self._QUERY_ATOMS:
+            if atoms.get(key):
+                atoms[key] = redact_query(atoms[key])
+        for key in self._SECRET_HEADERS:
+            if key in atoms:
+                atoms[key] = "[redacted]"
+        # The request line and RAW_URI are redacted by the filter, which sees the whole formatted line.
+        return atoms
+
+
+logger_class = RedactingLogger
 
 
 def _raise_file_limit(needed: int) -> None:

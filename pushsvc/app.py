@@ -12,6 +12,7 @@ from xstatic.pkg import jquery as xstatic_jquery
 
 from . import metrics
 from .extension import EXTENSION_KEY, Push
+from .redact import RedactFilter
 
 _HERE = Path(__file__).resolve().parent
 # Installed, the demo page is pushsvc/templates; in a source checkout it is the top-level templates/.
@@ -73,4 +74,5 @@ def _configure_logging(level: str) -> None:
         handler = logging.StreamHandler()
         handler.setFormatter(logging.Formatter(
             "%(asctime)s [%(process)d] %(levelname)s %(name)s: %(message)s"))
+        handler.addFilter(RedactFilter())
         logger.addHandler(handler)

@@ -10,7 +10,9 @@ from urllib.parse import parse_qsl
 from flask import Blueprint, Response, current_app, jsonify, request
 from werkzeug.exceptions import HTTPException
 
+from .auth import AuthError, Credentials, Gate, bearer
 from .broker import BrokerUnavailable
+from .cors import Cors
 from .messages import InvalidInput, build_batch, build_message, check_groups, check_name
 from .peer import SocketPeer
 from .service import Service
@@ -24,6 +26,11 @@ STREAM_HEADERS = {
 }
 STREAM_TYPE = "text/event-stream; charset=utf-8"
 CLIENT_ID_PARAMS = ("clientId", "id", "uid")
+TOKEN_COOKIE = "pushsvc_token"
+# Publishing and the admin calls; with PUSHSVC_PUBLISH_TOKEN set they need it.
+PUBLISHER_ENDPOINTS = frozenset({"publish", "legacy_push", "legacy_send", "close", "clients", "client"})
+# gunicorn's own ceiling for a request line is 8190 bytes; other servers may allow more.
+MAX_QUERY_BYTES = 8190
 
 
 def service() -> Service:
@@ -34,7 +41,10 @@ def service() -> Service:
 def create_blueprint(name: str = "pushsvc") -> Blueprint:
     bp = Blueprint(name, __name__, static_folder="static", static_url_path="/static")
     bp.before_request(_limit_body)
+    bp.before_request(_guard)
+    bp.after_request(_cors_headers)
     bp.register_error_handler(InvalidInput, _invalid)
+    bp.register_error_handler(AuthError, _refused)
     bp.register_error_handler(BrokerUnavailable, _unavailable)
     bp.register_error_handler(HTTPException, _http_error)
 
@@ -49,6 +59,7 @@ def create_blueprint(name: str = "pushsvc") -> Blueprint:
     bp.add_url_rule("/clients", view_func=clients, methods=["GET"])
     bp.add_url_rule("/clients/<client_id>", view_func=client, methods=["GET"])
     bp.add_url_rule("/healthz", view_func=healthz, methods=["GET"])
+    bp.add_url_rule("/tickets", view_func=tickets, methods=["POST"])
     return bp
 
 
@@ -65,6 +76,9 @@ def subscribe(client_id: str | None = None) -> Response:
     check_name(client_id)
     groups = check_groups(args.getlist("group"), svc.settings)
     last_event_id = request.headers.get("Last-Event-ID") or args.get("lastEventId") or None
+    refusal = _admit(svc, client_id, groups, last_event_id)
+    if refusal is not None:
+        return refusal
     sock = request.environ.get("gunicorn.socket")
     peer = SocketPeer(sock) if sock is not None else None
     sub = svc.subscribe(client_id, groups, last_event_id=last_event_id, peer=peer)
@@ -72,6 +86,41 @@ def subscribe(client_id: str | None = None) -> Response:
         return Response(status=204, headers={"Cache-Control": "no-cache"})
     return Response(sub.body, status=sub.status, content_type=STREAM_TYPE, headers=STREAM_HEADERS,
                     direct_passthrough=True)
+
+
+def _admit(svc: Service, client_id: str, groups: tuple[str, ...],
+           last_event_id: str | None) -> Response | None:
+    """Raise :class:`AuthError` unless this subscribe is allowed; a soft refusal if the broker is down."""
+    svc.start()
+    try:
+        gate().subscriber(client_id, groups, _credentials())
+    except BrokerUnavailable:
+        # The ticket could not be looked up (nor spent): the browser comes back with it later.
+        return Response(svc.soft_refusal("broker unavailable", last_event_id), content_type=STREAM_TYPE,
+                        headers=STREAM_HEADERS)
+    gate().application(client_id, groups)
+    return None
+
+
+def _credentials() -> Credentials:
+    """The first of: ``Authorization: Bearer``, ``?ticket=``, ``?token=``, the ``pushsvc_token`` cookie."""
+    token = bearer(request.headers.get("Authorization"))
+    if token is not None:
+        return Credentials(token=token)
+    if request.args.get("ticket"):
+        return Credentials(ticket=request.args["ticket"])
+    return Credentials(token=request.args.get("token") or request.cookies.get(TOKEN_COOKIE) or None)
+
+
+def tickets() -> tuple[Response, int]:
+    """Trade the subscriber JWT in ``Authorization`` for a one-time ``?ticket=`` (30 s, one subscribe)."""
+    g = gate()
+    if not g.tokens_required:
+        raise AuthError("tickets need subscriber tokens: set PUSHSVC_JWT_SECRET", status=404)
+    service().start()
+    response = jsonify(g.issue(bearer(request.headers.get("Authorization"))))
+    response.headers["Cache-Control"] = "no-store"
+    return response, 200
 
 
 # -- publish -----------------------------------------------------------------------------------------
@@ -182,6 +231,40 @@ def healthz() -> tuple[Response, int]:
 
 def _limit_body() -> None:
     request.max_content_length = service().settings.max_body_bytes
+
+
+def gate() -> Gate:
+    return current_app.extensions["pushsvc.gate"]
+
+
+def _guard() -> Response | None:
+    """Answer CORS preflights; refuse oversized queries and publish/admin calls without the token."""
+    if request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers:
+        cors: Cors = current_app.extensions["pushsvc.cors"]
+        return Response(status=204, headers=cors.preflight(request.headers.get("Origin")))
+    if len(request.query_string) > MAX_QUERY_BYTES:
+        raise InvalidInput(f"the query string is longer than {MAX_QUERY_BYTES} bytes", field="query")
+    if (request.endpoint or "").rpartition(".")[2] in PUBLISHER_ENDPOINTS:
+        gate().publisher(request.headers.get("Authorization"))
+    return None
+
+
+def _cors_headers(response: Response) -> Response:
+    cors: Cors = current_app.extensions["pushsvc.cors"]
+    for name, value in cors.headers(request.headers.get("Origin")).items():
+        if name == "Vary":
+            response.vary.add(value)
+        else:
+            response.headers[name] = value
+    return response
+
+
+def _refused(error: AuthError) -> tuple[Response, int]:
+    response = jsonify(error.to_json())
+    if error.status == 401:
+        challenge = f', error="{error.challenge}"' if error.challenge else ""
+        response.headers["WWW-Authenticate"] = f'Bearer realm="pushsvc"{challenge}'
+    return response, error.status
 
 
 def _invalid(error: InvalidInput) -> tuple[Response, int]:

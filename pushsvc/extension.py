@@ -8,8 +8,10 @@ from typing import Any
 
 from flask import Flask, current_app, has_app_context
 
+from .auth import Authorizer, Gate
 from .blueprint import create_blueprint
 from .config import Settings
+from .cors import Cors
 from .messages import check_data, check_event_name, check_name, check_retry
 from .service import Service
 from .targets import Target
@@ -33,6 +35,7 @@ class Push:
     def __init__(self, app: Flask | None = None, **settings: Any):
         self._settings = settings
         self._service: Service | None = None
+        self._authorizers: list[Authorizer] = []
         if app is not None:
             self.init_app(app)
 
@@ -41,8 +44,23 @@ class Push:
         config = Settings.load(app.config.get("PUSHSVC"), **merged)
         service = Service(config)
         app.extensions[EXTENSION_KEY] = service
+        app.extensions["pushsvc.gate"] = Gate(config, service.broker, authorizers=self._authorizers)
+        app.extensions["pushsvc.cors"] = Cors(config.cors_origins)
+        if config.jwt_secret is not None and config.publish_token is None:
+            log.warning("PUSHSVC_JWT_SECRET is set but PUSHSVC_PUBLISH_TOKEN is not: anyone who can reach "
+                        "the server can publish and close streams")
         app.register_blueprint(create_blueprint(), url_prefix=config.url_prefix)
         self._service = service
+
+    def authorize(self, function: Authorizer) -> Authorizer:
+        """Decorator: ``function(client_id, groups)`` decides each subscribe, inside its request.
+
+        It can read the host application's session or login (``flask.session``, ``current_user``);
+        a false answer refuses the stream with 403, and ``flask.abort(401)`` works too. It runs after the
+        JWT check when ``PUSHSVC_JWT_SECRET`` is set, and every registered function must agree.
+        """
+        self._authorizers.append(function)
+        return function
 
     @property
     def service(self) -> Service:
