@@ -22,8 +22,6 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import jwt
-
 from .broker import Broker
 from .config import Settings
 
@@ -121,6 +119,10 @@ class Gate:
         if self.secret is None:
             raise AuthError("subscriber tokens are not enabled on this server (PUSHSVC_JWT_SECRET)",
                             status=404)
+        # Imported here, not at the top: PyJWT imports ssl, and gunicorn's arbiter imports this package
+        # (through gunicorn.conf.py) before the gevent worker can monkey-patch ssl.
+        import jwt
+
         try:
             claims = jwt.decode(token, self.secret, algorithms=ALGORITHMS,
                                 options={"require": ["sub"]})

@@ -1,4 +1,9 @@
-"""A host application that mounts pushsvc and decides subscriptions with its own login (``@push.authorize``).
+"""A host application that mounts pushsvc and decides subscriptions with its own login (``@app.get("/healthz")
+def healthz() -> str:
+    return "ok"
+
+
+@push.authorize``).
 
 Its "login" is a signed Flask session set by ``/login/<user>``; a user may subscribe as itself only, and
 may join group ``staff`` only when its name starts with ``staff-``. Served by gunicorn in the tests.
@@ -18,6 +23,11 @@ push = Push(app)
 @app.get("/login/<user>")
 def login(user: str) -> str:
     session["user"] = user
+    return "ok"
+
+
+@app.get("/healthz")
+def healthz() -> str:
     return "ok"
 
 
