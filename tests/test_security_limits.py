@@ -4,11 +4,21 @@ JSON answer, the values at the limit are accepted, and nothing refused ever reac
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from urllib.parse import quote
 
 import pytest
 
+from .servers import Gunicorn
 from .sse import parse
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[Gunicorn]:
+    """Validation happens before any broker sees an event: the memory broker is enough here."""
+    with Gunicorn(env={"PUSHSVC_HEARTBEAT_SECONDS": "0.5"}) as gunicorn:
+        yield gunicorn
+
 
 ID_128 = "é" * 64  # 128 bytes of UTF-8
 ID_129 = "a" + "é" * 64
