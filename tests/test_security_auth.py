@@ -142,6 +142,10 @@ def test_wildcard_sub_may_use_any_client_id(server, opened):
     ("alg none", lambda: unsigned({"sub": "alice", "exp": int(time.time()) + 300})),
     ("HS512", lambda: token("alice", algorithm="HS512")),
     ("no sub", lambda: jwt.encode({"exp": int(time.time()) + 300}, SECRET, algorithm="HS256")),
+    ("sub not a string", lambda: jwt.encode({"sub": 5, "exp": int(time.time()) + 300}, SECRET)),
+    ("groups not a list", lambda: token("alice", groups="news")),
+    ("for another audience", lambda: token("alice", aud="billing")),
+    ("not yet valid", lambda: token("alice", nbf=int(time.time()) + 300)),
     ("garbage", lambda: "not.a.jwt"),
     ("tampered", lambda: token("alice")[:-4] + "AAAA"),
 ])
