@@ -52,6 +52,7 @@ class Drain:
         self.sock = socket.create_connection(("127.0.0.1", server.port), timeout=30)
         self.sock.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
         self.chunks: list[bytes] = []
+        self.received = 0
         self.marker = marker
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
@@ -66,6 +67,7 @@ class Drain:
             if not chunk:
                 return
             self.chunks.append(chunk)
+            self.received += len(chunk)
             if self.marker in tail + chunk:
                 return
             tail = chunk[-len(self.marker):]
@@ -108,7 +110,10 @@ def test_a_stalled_reader_cannot_grow_memory(server):
             assert http.post("/sse/publish", json=batch).status_code == 202
             before = rss_bytes(pid)
             slowest = 0.0
-            for _ in range(BATCHES):
+            for n in range(BATCHES):
+                # The healthy reader is a Python thread on a shared machine: let it stay within ten batches
+                # (100 events, half its queue), so that only the stalled reader can fall behind.
+                assert wait_for(lambda n=n: fast.received >= (n - 10) * PER_BATCH * EVENT_BYTES, 10)
                 started = time.monotonic()
                 assert http.post("/sse/publish", json=batch).status_code == 202
                 slowest = max(slowest, time.monotonic() - started)
