@@ -50,7 +50,7 @@ class AuthError(Exception):
         super().__init__(message)
         self.message = message
         self.status = status
-        #: The RFC 6750 ``error`` of a ``WWW-Authenticate: Bearer`` challenge, for a 401.
+        #: The RFC 6750 ``error`` of a ``WWW-Authenticate: Bearer`` challenge; none when nothing was sent.
         self.challenge = challenge
 
     def to_json(self) -> dict[str, Any]:
@@ -110,7 +110,7 @@ class Gate:
             grant = self.redeem(credentials.ticket)
         else:
             raise AuthError("a subscriber token is required: Authorization: Bearer, the pushsvc_token "
-                            "cookie, ?token= or ?ticket=", challenge="invalid_request")
+                            "cookie, ?token= or ?ticket=")
         grant.check(client_id, groups)
         return grant
 
@@ -142,8 +142,7 @@ class Gate:
     def issue(self, token: str | None) -> dict[str, Any]:
         """Trade a valid subscriber JWT for a one-time ticket: ``{"ticket", "expires_in"}``."""
         if token is None:
-            raise AuthError("a ticket needs a subscriber token in Authorization: Bearer",
-                            challenge="invalid_request")
+            raise AuthError("a ticket needs a subscriber token in Authorization: Bearer")
         grant = self.verify(token)
         ttl = float(TICKET_TTL_SECONDS)
         if grant.expires is not None:
@@ -180,8 +179,7 @@ class Gate:
             return
         given = bearer(authorization)
         if given is None:
-            raise AuthError("this call needs the publisher token in Authorization: Bearer",
-                            challenge="invalid_request")
+            raise AuthError("this call needs the publisher token in Authorization: Bearer")
         if not hmac.compare_digest(given.encode("utf-8", "surrogatepass"), self.publish_token.encode()):
             raise AuthError("the publisher token is not valid", status=403)
 
