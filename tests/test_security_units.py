@@ -8,7 +8,9 @@ import time
 import jwt
 import pytest
 
+from pushsvc import create_app
 from pushsvc.auth import AuthError, Credentials, Gate, Grant, bearer
+from pushsvc.broker import BrokerUnavailable
 from pushsvc.config import Settings
 from pushsvc.cors import Cors
 from pushsvc.memory_broker import MemoryBroker
@@ -92,3 +94,22 @@ def test_no_secret_means_open_subscribe_and_no_publisher_check():
     gate = Gate(Settings.load(environ={}), MemoryBroker(history_size=10, history_ttl_seconds=60))
     assert gate.subscriber("u1", ["g"], Credentials()) is None
     gate.publisher(None)
+
+
+def test_the_app_refuses_a_long_query_itself():
+    # gunicorn stops request lines over 8190 bytes first; other servers may not.
+    http = create_app().test_client()
+    reply = http.get("/sse/subscribe/u1?group=" + "a" * 9000)
+    assert reply.status_code == 400 and reply.json["field"] == "query"
+
+
+def test_a_ticket_that_cannot_be_looked_up_gets_the_soft_refusal(monkeypatch):
+    app = create_app(jwt_secret=SECRET)
+
+    def down(ticket: str) -> str | None:
+        raise BrokerUnavailable("redis is down")
+
+    monkeypatch.setattr(app.extensions["pushsvc"].broker, "take_ticket", down)
+    reply = app.test_client().get("/sse/subscribe/u1?ticket=some-ticket")
+    assert reply.status_code == 200
+    assert b"event: busy" in reply.data and b"retry: " in reply.data
