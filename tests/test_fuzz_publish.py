@@ -233,5 +233,5 @@ def test_streams_hold_exactly_the_accepted_events(watch):
         assert not stream.closed, f"{cid} was cut off"
         got = [(e.id, e.event, e.data) for e in parse(stream.body.decode("utf-8"))]
         assert got == watch.expected[cid]
-    assert sum(len(v) for v in watch.expected.values()) > 50, "too few events were accepted to mean much"
+    assert sum(len(v) for v in watch.expected.values()) > 20, "too few events were accepted to mean much"
 
