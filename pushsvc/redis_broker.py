@@ -16,8 +16,10 @@ import logging
 import os
 import secrets
 import socket
+import sys
 from collections.abc import Sequence
 from typing import Any
+from urllib.parse import urlsplit
 
 import gevent
 import redis
@@ -75,6 +77,7 @@ class RedisBroker(Broker):
         self.keys = Keys(namespace)
         self.history_size = history_size
         self.ttl_ms = int(history_ttl_seconds * 1000)
+        check_url(url)
         try:
             pool = redis.BlockingConnectionPool.from_url(
                 url, max_connections=POOL_SIZE, timeout=POOL_WAIT_SECONDS,
@@ -273,9 +276,28 @@ def _as_dict(fields: Any) -> dict[bytes, bytes]:
     return {fields[i]: fields[i + 1] for i in range(0, len(fields), 2)}
 
 
+def check_url(url: str) -> None:
+    """Raise :class:`ConfigError` (one line) for a Redis URL that cannot be right, before any I/O."""
+    parts = urlsplit(url)
+    try:
+        port = parts.port
+    except ValueError:
+        port = -1
+    if parts.scheme in ("redis", "rediss"):
+        if not parts.hostname or port == -1:
+            raise ConfigError(f"PUSHSVC_BROKER_URL {_safe(url)} needs a host and a numeric port, like "
+                              "redis://127.0.0.1:6379/0")
+        db = parts.path.strip("/")
+        if db and not (db.isascii() and db.isdigit()):
+            raise ConfigError(f"PUSHSVC_BROKER_URL {_safe(url)} names database {db!r}; use a number, like /0")
+    elif parts.scheme != "unix":
+        raise ConfigError(f"PUSHSVC_BROKER_URL {_safe(url)} is not a redis://, rediss:// or unix:// URL")
+
+
 def check_reachable(url: str) -> None:
     """Raise :class:`ConfigError` (one line) unless ``url`` is a Redis that answers, with the commands
     pushsvc needs (Redis 6.2 or later)."""
+    check_url(url)
     try:
         client = redis.Redis.from_url(url, socket_connect_timeout=CONNECT_TIMEOUT_SECONDS,
                                       socket_timeout=CONNECT_TIMEOUT_SECONDS, retry=Retry(NoBackoff(), 0))
@@ -293,8 +315,6 @@ def check_reachable(url: str) -> None:
 
 def main_check() -> None:
     """Check ``PUSHSVC_BROKER_URL`` from the environment; exit with one line when it cannot be used."""
-    import sys
-
     try:
         check_reachable(Settings.load().broker_url)
     except ConfigError as error:
@@ -303,8 +323,6 @@ def main_check() -> None:
 
 def _safe(url: str) -> str:
     """The URL without its password, fit for a log line."""
-    from urllib.parse import urlsplit
-
     parts = urlsplit(url)
     if parts.password is None:
         return url

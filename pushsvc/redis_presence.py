@@ -23,8 +23,6 @@ log = logging.getLogger(__name__)
 # Stale entries of a killed worker disappear after this; refreshes come three times as often.
 PRESENCE_TTL_SECONDS = 15
 PRESENCE_REFRESH_SECONDS = 5.0
-# Connects and disconnects within this window are written together (a reconnect storm is one write).
-FLUSH_DELAY_SECONDS = 0.05
 
 
 class Presence:
@@ -56,15 +54,19 @@ class Presence:
         self._dirty_groups.update(conn.groups)
         if not self._flush_pending:
             self._flush_pending = True
-            gevent.spawn_later(FLUSH_DELAY_SECONDS, self._flush_quietly)
+            gevent.spawn(self._flush_quietly)
 
     def _flush_quietly(self) -> None:
-        self._flush_pending = False
+        # Changes made while a write is on its way go out in the next one: one write per round trip
+        # however many clients connect at once, and at most one round trip late.
         try:
-            self.flush()
+            while self._dirty_clients or self._dirty_groups or self.needs_sync:
+                self.flush()
         except redis.RedisError as error:
             log.warning("presence of worker %s not written (%s); retrying at the next refresh",
                         self.worker, error)
+        finally:
+            self._flush_pending = False
 
     # -- writing this worker's share ------------------------------------------------------------------
 

@@ -11,6 +11,9 @@ import time
 from collections.abc import Iterator
 
 import pytest
+import redis
+
+from pushsvc.redis_broker import POOL_SIZE
 
 from .conftest import wait_for
 from .redis_tools import (
@@ -59,6 +62,12 @@ def test_thirty_subscribers_on_both_workers_get_broadcast_and_their_own_events(c
     for cid in ids:
         reply = fresh_post(cluster, "/sse/publish", json={"to": cid, "data": f"only-{cid}"})
         assert reply.status_code == 202 and reply.json()["online"] == 1
+    # A small constant number of Redis connections per worker, not one per subscriber.
+    admin = redis.Redis.from_url(redis_server.url)
+    try:
+        assert len(admin.client_list()) <= 2 * (1 + POOL_SIZE) + 1
+    finally:
+        admin.close()
     for cid, stream in opened.items():
         assert stream.read_until(f"data: only-{cid}\n".encode(), 5), cid
         events = stream.events()

@@ -97,6 +97,22 @@ def test_reader_connection_killed_comes_back_and_misses_nothing(cluster, streams
     wait_healthy(cluster)
 
 
+def test_health_follows_the_canary_not_the_connection(cluster, streams, redis_server):
+    """A server that hangs (connections open, nothing answered) is found by the canary alone."""
+    stream = streams.raw("/sse/subscribe/hang")
+    assert stream.read_until(b"retry:", 3)
+    admin = redis.Redis.from_url(redis_server.url)
+    try:
+        admin.client_pause(6000, all=True)
+        assert wait_for(lambda: fresh_get(cluster, "/healthz").status_code == 503, 6, interval=0.2)
+        wait_healthy(cluster)
+    finally:
+        admin.client_unpause()
+        admin.close()
+    fresh_post(cluster, "/sse/publish", json={"to": "hang", "data": "still here"})
+    assert stream.read_until(b"data: still here\n", 5)
+
+
 def test_redis_restarted_empty_gives_resuming_clients_reset(cluster, streams, redis_server):
     stream = streams.raw("/sse/subscribe/amnesia")
     assert stream.read_until(b"retry:", 3)
