@@ -33,6 +33,7 @@ from .redis_presence import PRESENCE_REFRESH_SECONDS, Presence
 from .redis_reader import CANARY_INTERVAL_SECONDS, Reader, write_canary
 from .redis_schema import (
     DEFAULT_NAMESPACE,
+    HEAD,
     ONLINE,
     PUBLISH,
     REPLAY,
@@ -89,6 +90,7 @@ class RedisBroker(Broker):
         self._publish = self.redis.register_script(PUBLISH)
         self._replay = self.redis.register_script(REPLAY)
         self._online = self.redis.register_script(ONLINE)
+        self._head = self.redis.register_script(HEAD)
         self._pid: int | None = None
         self.worker = ""
         self._new_worker_id()
@@ -118,8 +120,20 @@ class RedisBroker(Broker):
         registry.listeners.append(self._on_change)
 
     def _on_change(self, what: str, conn: Connection) -> None:
-        if self.reader is None and what == "connect":
+        if what != "connect":
+            return
+        if self.reader is None:
             self._serve()
+        # The reader may still be on its way to events published before this connect; they are not for
+        # this connection (a close meant for the stream it replaces would end it). It starts after the
+        # stream's head, as the memory broker's synchronous fan-out does.
+        try:
+            generation, last = (v.decode() for v in self._head(keys=[self.keys.stream, self.keys.generation]))
+        except UNAVAILABLE as error:
+            log.info("head of the stream unknown for %s: %s", conn.client_id, error)
+            return
+        if conn.skip_until is None:
+            conn.skip_until = event_key(generation, last)
 
     def _serve(self) -> None:
         """Start what a worker that serves streams needs: the reader, the canary, presence. Once."""
@@ -180,6 +194,10 @@ class RedisBroker(Broker):
         """Store all messages in one atomic script call, and count each one's audience on the way."""
         if not messages:
             return []
+        # This worker's share is counted before the call: once Redis has the events, the reader may
+        # deliver a close and end the very streams it was meant to count.
+        registry = self.registry
+        local = [registry.count(m.target) if registry is not None else 0 for m in messages]
         args: list[Any] = [self.history_size, self.ttl_ms, self.keys.worker_prefix, self.worker]
         for message in messages:
             args += (encode_target(message.target), message.body, "1" if message.close else "")
@@ -192,8 +210,7 @@ class RedisBroker(Broker):
         results = []
         for index, message in enumerate(messages):
             stream_id, remote = reply[1 + 2 * index].decode(), reply[2 + 2 * index]
-            local = self.registry.count(message.target) if self.registry is not None else 0
-            results.append((event_id(generation, stream_id, close=message.close), remote + local))
+            results.append((event_id(generation, stream_id, close=message.close), remote + local[index]))
         return results
 
     def replay(self, last_id: str, client_id: str, groups: Sequence[str]) -> Replay:

@@ -160,6 +160,8 @@ class Reader:
         self.canary_seen = now
 
     def healthy(self) -> bool:
+        if self._greenlet is None:
+            return True  # start() is finding the stream's head right now; it fails loudly if it cannot
         return self.connected and time.monotonic() - self.canary_seen < CANARY_STALE_SECONDS
 
     def state(self) -> dict[str, Any]:
