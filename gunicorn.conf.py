@@ -140,7 +140,7 @@ def _check_redis():
     """
     import subprocess
 
-    probe = "from pushsvc.redis_broker import main_check; main_check()"
+    probe = "from pushsvc.redis_check import main; main()"
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=30)
     if done.returncode != 0:
         lines = (done.stderr or done.stdout).strip().splitlines()

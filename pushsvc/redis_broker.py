@@ -16,10 +16,8 @@ import logging
 import os
 import secrets
 import socket
-import sys
 from collections.abc import Sequence
 from typing import Any
-from urllib.parse import urlsplit
 
 import gevent
 import redis
@@ -29,6 +27,7 @@ from redis.retry import Retry
 from . import wire
 from .broker import RESET_EXPIRED, RESET_UNKNOWN, Broker, BrokerUnavailable, Message, Replay
 from .config import ConfigError, Settings
+from .redis_check import check_url
 from .redis_presence import PRESENCE_REFRESH_SECONDS, Presence
 from .redis_reader import CANARY_INTERVAL_SECONDS, Reader, write_canary
 from .redis_schema import (
@@ -291,56 +290,3 @@ def _as_dict(fields: Any) -> dict[bytes, bytes]:
     if isinstance(fields, dict):
         return fields
     return {fields[i]: fields[i + 1] for i in range(0, len(fields), 2)}
-
-
-def check_url(url: str) -> None:
-    """Raise :class:`ConfigError` (one line) for a Redis URL that cannot be right, before any I/O."""
-    parts = urlsplit(url)
-    try:
-        port = parts.port
-    except ValueError:
-        port = -1
-    if parts.scheme in ("redis", "rediss"):
-        if not parts.hostname or port == -1:
-            raise ConfigError(f"PUSHSVC_BROKER_URL {_safe(url)} needs a host and a numeric port, like "
-                              "redis://127.0.0.1:6379/0")
-        db = parts.path.strip("/")
-        if db and not (db.isascii() and db.isdigit()):
-            raise ConfigError(f"PUSHSVC_BROKER_URL {_safe(url)} names database {db!r}; use a number, like /0")
-    elif parts.scheme != "unix":
-        raise ConfigError(f"PUSHSVC_BROKER_URL {_safe(url)} is not a redis://, rediss:// or unix:// URL")
-
-
-def check_reachable(url: str) -> None:
-    """Raise :class:`ConfigError` (one line) unless ``url`` is a Redis that answers, with the commands
-    pushsvc needs (Redis 6.2 or later)."""
-    check_url(url)
-    try:
-        client = redis.Redis.from_url(url, socket_connect_timeout=CONNECT_TIMEOUT_SECONDS,
-                                      socket_timeout=CONNECT_TIMEOUT_SECONDS, retry=Retry(NoBackoff(), 0))
-    except ValueError as error:
-        raise ConfigError(f"PUSHSVC_BROKER_URL is not a valid Redis URL: {error}") from None
-    try:
-        version = client.info("server").get("redis_version", "0")
-    except redis.RedisError as error:
-        raise ConfigError(f"PUSHSVC_BROKER_URL {_safe(url)} cannot be reached: {error}") from None
-    finally:
-        client.close()
-    if tuple(int(p) for p in str(version).split(".")[:2] if p.isdigit()) < (6, 2):
-        raise ConfigError(f"PUSHSVC_BROKER_URL {_safe(url)} runs Redis {version}; pushsvc needs 6.2 or later")
-
-
-def main_check() -> None:
-    """Check ``PUSHSVC_BROKER_URL`` from the environment; exit with one line when it cannot be used."""
-    try:
-        check_reachable(Settings.load().broker_url)
-    except ConfigError as error:
-        sys.exit(f"pushsvc: {error}")
-
-
-def _safe(url: str) -> str:
-    """The URL without its password, fit for a log line."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    return url.replace(f":{parts.password}@", ":***@", 1)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import redis
@@ -82,13 +83,18 @@ class Streams:
         for stream in self.opened:
             stream.close()
 
-    def on_every_worker(self, client_id: str, redis_url: str, *, tries: int = 20) -> list[RawStream]:
-        """Open streams of ``client_id`` until every worker holds at least one."""
-        opened = []
-        for _ in range(tries):
-            stream = self.raw(f"/sse/subscribe/{client_id}")
-            assert stream.read_until(b"retry:", 3)
-            opened.append(stream)
+    def on_every_worker(self, client_id: str, redis_url: str, *, rounds: int = 10) -> list[RawStream]:
+        """Open streams of ``client_id`` until every worker holds at least one.
+
+        They are opened several at once: one after the other, the worker that is awake takes them all.
+        """
+        opened: list[RawStream] = []
+        for _ in range(rounds):
+            with ThreadPoolExecutor(6) as pool:
+                batch = list(pool.map(lambda _: self.raw(f"/sse/subscribe/{client_id}"), range(6)))
+            for stream in batch:
+                assert stream.read_until(b"retry:", 3)
+            opened += batch
             count = len(opened)
             assert wait_for(lambda: sum(holders(redis_url, client_id).values()) == count, 3)  # noqa: B023
             if len(holders(redis_url, client_id)) >= self.server.workers:

@@ -11,7 +11,8 @@ import redis
 
 from pushsvc.broker import CLOSE_MARK, RESET_EXPIRED, RESET_UNKNOWN, BrokerUnavailable, Message
 from pushsvc.config import ConfigError
-from pushsvc.redis_broker import RedisBroker, check_reachable
+from pushsvc.redis_broker import RedisBroker
+from pushsvc.redis_check import check_reachable
 from pushsvc.registry import Connection, Registry
 from pushsvc.targets import Target
 
