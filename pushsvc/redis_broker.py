@@ -78,11 +78,13 @@ class RedisBroker(Broker):
         self.history_size = history_size
         self.ttl_ms = int(history_ttl_seconds * 1000)
         check_url(url)
+        # No retries: a publish script that ran but whose answer was lost must not run twice. The pool
+        # already replaces a connection found closed (Redis restarted) before using it.
         try:
             pool = redis.BlockingConnectionPool.from_url(
                 url, max_connections=POOL_SIZE, timeout=POOL_WAIT_SECONDS,
                 socket_connect_timeout=CONNECT_TIMEOUT_SECONDS, socket_timeout=COMMAND_TIMEOUT_SECONDS,
-                socket_keepalive=True, retry=Retry(NoBackoff(), 1))
+                socket_keepalive=True, retry=Retry(NoBackoff(), 0))
         except ValueError as error:
             raise ConfigError(f"PUSHSVC_BROKER_URL is not a valid Redis URL: {error}") from None
         self.redis = redis.Redis(connection_pool=pool)
