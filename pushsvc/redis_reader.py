@@ -69,6 +69,7 @@ class Reader:
         self.reconnects = 0
         self._targets: dict[bytes, Target] = {}
         self._greenlet: gevent.Greenlet | None = None
+        self.started = False
 
     def start(self) -> None:
         """Find where the stream stands now (so the first subscriber misses nothing), then read on."""
@@ -77,6 +78,7 @@ class Reader:
         except redis.RedisError as error:
             log.warning("reader of worker %s cannot reach Redis yet: %s", self.worker, error)
         self._greenlet = gevent.spawn(self._run)
+        self.started = True
 
     def stop(self) -> None:
         if self._greenlet is not None:
@@ -160,8 +162,8 @@ class Reader:
         self.canary_seen = now
 
     def healthy(self) -> bool:
-        if self._greenlet is None:
-            return True  # start() is finding the stream's head right now; it fails loudly if it cannot
+        if not self.started:
+            return True  # start() is finding the stream's head right now; it says so if it cannot
         return self.connected and time.monotonic() - self.canary_seen < CANARY_STALE_SECONDS
 
     def state(self) -> dict[str, Any]:

@@ -13,6 +13,7 @@ from pushsvc.broker import CLOSE_MARK, RESET_EXPIRED, RESET_UNKNOWN, BrokerUnava
 from pushsvc.config import ConfigError
 from pushsvc.redis_broker import RedisBroker
 from pushsvc.redis_check import check_reachable
+from pushsvc.redis_reader import Reader, write_canary
 from pushsvc.registry import Connection, Registry
 from pushsvc.targets import Target
 
@@ -216,3 +217,49 @@ def test_unreachable_url_check_names_the_setting_without_the_password():
     with pytest.raises(ConfigError, match="cannot be reached") as error:
         check_reachable(f"redis://:s3cret@127.0.0.1:{free_port()}/0")
     assert "s3cret" not in str(error.value) and "\n" not in str(error.value)
+
+
+def test_reader_resumes_after_its_last_id_and_reads_a_new_generation_from_the_start(make, redis_server):
+    broker = make()
+    broker.publish([Message(Target.everyone(), body("before the reader"))])
+    got: list = []
+    reader = Reader(redis_server.url, broker.keys, "w-test", lambda target, frame: got.append(frame),
+                    connect_timeout=1)
+    try:
+        reader._connect()  # what start() does first: begin at the stream's head
+        ids = broker.publish([Message(Target.everyone(), body("one")),
+                              Message(Target.clients(["a"]), body("bye"), close=True)])
+        reader._read_once()
+        assert [f.event_id for f in got] == ids and [f.end for f in got] == [False, True]
+        assert got[0].data == f"id: {ids[0]}\n".encode() + body("one")
+
+        reader.connected = False  # the connection dropped: same generation, resume after the last id
+        reader._connect()
+        more = broker.publish([Message(Target.everyone(), body("two"))])
+        reader._read_once()
+        assert [f.event_id for f in got] == ids + more
+
+        redis.Redis.from_url(redis_server.url).flushall()  # Redis came back empty
+        fresh = broker.publish([Message(Target.everyone(), body("three"))])
+        reader._connect()
+        reader._read_once()
+        assert [f.event_id for f in got] == ids + more + fresh
+        assert got[-1].key > got[-2].key
+    finally:
+        reader.stop()
+
+
+def test_the_canary_read_back_is_what_health_follows(make, redis_server):
+    broker = make()
+    reader = Reader(redis_server.url, broker.keys, "w-canary", lambda target, frame: None, connect_timeout=1)
+    try:
+        reader._connect()
+        reader.started = True  # as if start() had run: healthy() now follows the canary
+        reader.canary_seen -= 60
+        assert not reader.healthy()
+        write_canary(broker.redis, broker.keys, "w-canary")
+        reader._read_once()
+        assert reader.healthy() and reader.canary_rtt is not None and reader.canary_rtt < 1
+        assert reader.state()["reader"] == "connected"
+    finally:
+        reader.stop()
