@@ -134,6 +134,8 @@ def on_starting(server):
         settings = Settings.load()
     except ConfigError as error:
         sys.exit(f"pushsvc: {error}")
+    if settings.broker_scheme != "memory":
+        _check_redis()
     cfg = server.cfg
     if settings.broker_scheme == "memory" and cfg.workers > 1:
         sys.exit(
@@ -162,3 +164,18 @@ def _wipe_metrics_dir():
     for name in glob.glob(os.path.join(os.environ["PROMETHEUS_MULTIPROC_DIR"], "*.db")):
         if not name.endswith(f"_{own}.db"):
             os.unlink(name)
+
+
+def _check_redis():
+    """A wrong Redis host, port or password stops start-up here, in one line, not in every worker.
+
+    The check runs in a child process: importing redis here, before the workers fork and gevent patches
+    the standard library, would leave them with unpatched modules.
+    """
+    import subprocess
+
+    probe = "from pushsvc.redis_check import main; main()"
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=30)
+    if done.returncode != 0:
+        lines = (done.stderr or done.stdout).strip().splitlines()
+        sys.exit(lines[-1] if lines else "pushsvc: PUSHSVC_BROKER_URL cannot be reached")

@@ -88,6 +88,14 @@ class Broker(ABC):
         Raises :class:`BrokerUnavailable` when they cannot be stored.
         """
 
+    def publish_counted(self, messages: Sequence[Message]) -> list[tuple[str, int]]:
+        """Publish like :meth:`publish`; return each id with the open connections its target addresses.
+
+        A shared broker overrides this to count and store in one round trip.
+        """
+        online = [self.online(message.target) for message in messages]
+        return list(zip(self.publish(messages), online, strict=True))
+
     @abstractmethod
     def replay(self, last_id: str, client_id: str, groups: Sequence[str]) -> Replay:
         """The retained events after ``last_id`` that a connection of ``client_id`` in ``groups`` gets."""

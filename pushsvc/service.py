@@ -153,20 +153,19 @@ class Service:
             # This worker's history ends with it: a 503 sends the publisher to the next server instead.
             self.stats.broker_errors += 1
             raise BrokerUnavailable("this worker is shutting down and its broker keeps nothing")
-        online = [self.broker.online(m.target) for m in messages]
         try:
             with self.stats.publish_seconds.time():
-                ids = self.broker.publish(messages)
+                published = self.broker.publish_counted(messages)
         except BrokerUnavailable:
             self.stats.broker_errors += 1
             raise
         for message in messages:
             self.stats.published[message.target.kind] += 1
         if log.isEnabledFor(logging.DEBUG):
-            for message, event_id, count in zip(messages, ids, online, strict=True):
+            for message, (event_id, count) in zip(messages, published, strict=True):
                 log.debug("published %s to %s %s (%d online)", event_id, message.target.kind,
                           ",".join(message.target.values), count)
-        return [Published(i, n) for i, n in zip(ids, online, strict=True)]
+        return [Published(i, n) for i, n in published]
 
     def send(self, target: Target, data: Any, *, event: str | None = None, retry: int | None = None) -> str:
         """Publish one event built from Python values; returns its id. Validation is the caller's."""

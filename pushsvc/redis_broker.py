@@ -1,0 +1,294 @@
+"""The Redis broker: many workers on many machines behave as one service.
+
+One Redis Stream is both the bus and the replay history (``XADD … MAXLEN ~ history_size``, trimmed by
+age too). Each worker that serves streams runs ONE reader greenlet (:mod:`redis_reader`) that fans every
+event out to its local registry, so a worker holds a small constant number of Redis connections (the
+reader's, and a small pool for publish, presence and replay), never one per subscriber.
+
+A process that serves no streams (a job runner, a sync worker, a script) publishes with one script call
+and starts nothing: the reader, the canary and presence start only when a worker first reports health
+or admits a stream. Event ids are ``<generation>-<stream id>`` (see :mod:`redis_schema`).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import socket
+from collections.abc import Sequence
+from typing import Any
+
+import gevent
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from . import wire
+from .broker import RESET_EXPIRED, RESET_UNKNOWN, Broker, BrokerUnavailable, Message, Replay
+from .config import ConfigError, Settings
+from .redis_check import check_url
+from .redis_presence import PRESENCE_REFRESH_SECONDS, Presence
+from .redis_reader import CANARY_INTERVAL_SECONDS, Reader, write_canary
+from .redis_schema import (
+    DEFAULT_NAMESPACE,
+    HEAD,
+    ONLINE,
+    PUBLISH,
+    REPLAY,
+    Keys,
+    decode_target,
+    encode_target,
+    event_id,
+    event_key,
+    parse_event_id,
+    stream_id_tuple,
+)
+from .registry import ClientInfo, Connection, Frame, Registry
+from .targets import Target
+
+log = logging.getLogger(__name__)
+
+# Connections for publish, presence, replay and tickets, shared by every greenlet of a worker. A
+# greenlet that finds them all busy waits up to POOL_WAIT_SECONDS for one.
+POOL_SIZE = 8
+POOL_WAIT_SECONDS = 5.0
+CONNECT_TIMEOUT_SECONDS = 2.0
+COMMAND_TIMEOUT_SECONDS = 5.0
+# Entries per XRANGE while replaying a long gap.
+REPLAY_PAGE = 1000
+
+# Errors that mean "Redis cannot be used right now", as opposed to a bug in a command.
+UNAVAILABLE = (redis.ConnectionError, redis.TimeoutError, redis.exceptions.ReadOnlyError)
+
+
+def _unavailable(error: Exception) -> BrokerUnavailable:
+    return BrokerUnavailable(f"Redis is unavailable: {error}")
+
+
+class RedisBroker(Broker):
+    name = "redis"
+    shared = True
+
+    def __init__(self, url: str, *, history_size: int, history_ttl_seconds: float,
+                 namespace: str = DEFAULT_NAMESPACE):
+        super().__init__()
+        self.url = url
+        self.keys = Keys(namespace)
+        self.history_size = history_size
+        self.ttl_ms = int(history_ttl_seconds * 1000)
+        check_url(url)
+        # No retries: a publish script that ran but whose answer was lost must not run twice. The pool
+        # already replaces a connection found closed (Redis restarted) before using it.
+        try:
+            pool = redis.BlockingConnectionPool.from_url(
+                url, max_connections=POOL_SIZE, timeout=POOL_WAIT_SECONDS,
+                socket_connect_timeout=CONNECT_TIMEOUT_SECONDS, socket_timeout=COMMAND_TIMEOUT_SECONDS,
+                socket_keepalive=True, retry=Retry(NoBackoff(), 0))
+        except ValueError as error:
+            raise ConfigError(f"PUSHSVC_BROKER_URL is not a valid Redis URL: {error}") from None
+        self.redis = redis.Redis(connection_pool=pool)
+        self._publish = self.redis.register_script(PUBLISH)
+        self._replay = self.redis.register_script(REPLAY)
+        self._online = self.redis.register_script(ONLINE)
+        self._head = self.redis.register_script(HEAD)
+        self._pid: int | None = None
+        self.worker = ""
+        self._new_worker_id()
+        self.presence = Presence(self.redis, self.keys, self.worker)
+        self.reader: Reader | None = None
+        self._keeper: gevent.Greenlet | None = None
+        self._canary_ok = True
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> RedisBroker:
+        return cls(settings.broker_url, history_size=settings.history_size,
+                   history_ttl_seconds=settings.history_ttl_seconds)
+
+    def _new_worker_id(self) -> None:
+        # Host and pid make the presence keys readable; the random part keeps a reused pid apart.
+        self._pid = os.getpid()
+        self.worker = f"{socket.gethostname()}-{self._pid}-{secrets.token_hex(3)}"
+
+    # -- life cycle ---------------------------------------------------------------------------------
+
+    def start(self, registry: Registry) -> None:
+        super().start(registry)
+        if self._pid != os.getpid():  # created before a fork: this process is another worker
+            self._new_worker_id()
+            self.presence = Presence(self.redis, self.keys, self.worker)
+            self.reader = None
+        registry.listeners.append(self._on_change)
+
+    def _on_change(self, what: str, conn: Connection) -> None:
+        if what != "connect":
+            return
+        if self.reader is None:
+            self._serve()
+        # The reader may still be on its way to events published before this connect; they are not for
+        # this connection (a close meant for the stream it replaces would end it). It starts after the
+        # stream's head, as the memory broker's synchronous fan-out does.
+        try:
+            generation, last = (v.decode() for v in self._head(keys=[self.keys.stream, self.keys.generation]))
+        except UNAVAILABLE as error:
+            log.info("head of the stream unknown for %s: %s", conn.client_id, error)
+            return
+        if conn.skip_until is None:
+            conn.skip_until = event_key(generation, last)
+
+    def _serve(self) -> None:
+        """Start what a worker that serves streams needs: the reader, the canary, presence. Once."""
+        if self.reader is not None or self.registry is None:
+            return
+        registry = self.registry
+        self.reader = Reader(self.url, self.keys, self.worker, registry.dispatch,
+                             connect_timeout=CONNECT_TIMEOUT_SECONDS)
+        self.reader.start()
+        self.presence.attach(registry)
+        self._keeper = gevent.spawn(self._keep)
+        log.info("redis broker serving in worker %s (pid %s)", self.worker, os.getpid())
+
+    def _keep(self) -> None:
+        """Every second a canary tick for the reader; every few seconds the presence refresh."""
+        refresh_every = max(1, int(PRESENCE_REFRESH_SECONDS / CANARY_INTERVAL_SECONDS))
+        tick = 0
+        while True:
+            try:
+                write_canary(self.redis, self.keys, self.worker)
+                if not self._canary_ok:
+                    log.info("canary of worker %s written again", self.worker)
+                self._canary_ok = True
+                if tick % refresh_every == 0 or self.presence.needs_sync:
+                    self.presence.refresh()
+            except redis.RedisError as error:
+                if self._canary_ok:
+                    log.warning("canary of worker %s not written: %s", self.worker, error)
+                self._canary_ok = False
+            tick += 1
+            gevent.sleep(CANARY_INTERVAL_SECONDS)
+
+    def stop(self) -> None:
+        if self._keeper is not None:
+            self._keeper.kill(block=False)
+        if self.reader is not None:
+            self.reader.stop()
+            try:
+                self.presence.withdraw()
+            except redis.RedisError as error:
+                log.info("presence of worker %s left to expire: %s", self.worker, error)
+        self.redis.connection_pool.disconnect()
+
+    def health(self) -> dict[str, Any]:
+        """Cached state: no Redis call (the first call in a worker starts the reader)."""
+        self._serve()
+        if self.reader is None:
+            return {"ok": False, "reader": "not started"}
+        ok = self.reader.healthy() and self._canary_ok
+        return {"ok": ok, "worker": self.worker, **self.reader.state()}
+
+    # -- publish and replay -------------------------------------------------------------------------
+
+    def publish(self, messages: Sequence[Message]) -> list[str]:
+        return [event for event, _ in self.publish_counted(messages)]
+
+    def publish_counted(self, messages: Sequence[Message]) -> list[tuple[str, int]]:
+        """Store all messages in one atomic script call, and count each one's audience on the way."""
+        if not messages:
+            return []
+        # This worker's share is counted before the call: once Redis has the events, the reader may
+        # deliver a close and end the very streams it was meant to count.
+        registry = self.registry
+        local = [registry.count(m.target) if registry is not None else 0 for m in messages]
+        args: list[Any] = [self.history_size, self.ttl_ms, self.keys.worker_prefix, self.worker]
+        for message in messages:
+            args += (encode_target(message.target), message.body, "1" if message.close else "")
+        try:
+            reply = self._publish(keys=[self.keys.stream, self.keys.generation, self.keys.workers],
+                                  args=args)
+        except UNAVAILABLE as error:
+            raise _unavailable(error) from error
+        generation = reply[0].decode()
+        results = []
+        for index, message in enumerate(messages):
+            stream_id, remote = reply[1 + 2 * index].decode(), reply[2 + 2 * index]
+            results.append((event_id(generation, stream_id, close=message.close), remote + local[index]))
+        return results
+
+    def replay(self, last_id: str, client_id: str, groups: Sequence[str]) -> Replay:
+        parsed = parse_event_id(last_id)
+        generation, stream_id = parsed if parsed is not None else ("", "0-0")
+        try:
+            reply = self._replay(keys=[self.keys.stream, self.keys.generation],
+                                 args=[generation, stream_id, REPLAY_PAGE, self.ttl_ms])
+            current, last, held, page = reply[0].decode(), reply[1].decode(), reply[2], reply[3]
+            head = event_id(current, last)
+            if parsed is None or generation != current:
+                return Replay(reset=RESET_UNKNOWN, head_id=head)
+            if stream_id == last:
+                return Replay(head_id=head)
+            if stream_id_tuple(stream_id) > stream_id_tuple(last):
+                return Replay(reset=RESET_UNKNOWN, head_id=head)
+            if not held:
+                return Replay(reset=RESET_EXPIRED, head_id=head)
+            frames = self._frames(page, client_id, groups)
+            while len(page) == REPLAY_PAGE:
+                page = self.redis.xrange(self.keys.stream, b"(" + page[-1][0], "+", count=REPLAY_PAGE)
+                frames += self._frames(page, client_id, groups)
+        except UNAVAILABLE as error:
+            raise _unavailable(error) from error
+        return Replay(frames, head_id=head)
+
+    @staticmethod
+    def _frames(entries: list[Any], client_id: str, groups: Sequence[str]) -> list[Frame]:
+        frames = []
+        for raw_id, fields in entries:
+            fields = _as_dict(fields)
+            if not decode_target(fields[b"t"]).matches(client_id, groups):
+                continue
+            stream_id, generation, close = raw_id.decode(), fields[b"g"].decode(), b"c" in fields
+            eid = event_id(generation, stream_id, close=close)
+            frames.append(Frame(wire.frame(eid, fields[b"b"]), event_key(generation, stream_id),
+                                event_id=eid, end=close))
+        return frames
+
+    # -- presence and tickets -----------------------------------------------------------------------
+
+    def clients(self) -> dict[str, ClientInfo]:
+        try:
+            return self.presence.clients()
+        except UNAVAILABLE as error:
+            raise _unavailable(error) from error
+
+    def client(self, client_id: str) -> ClientInfo | None:
+        try:
+            return self.presence.client(client_id)
+        except UNAVAILABLE as error:
+            raise _unavailable(error) from error
+
+    def online(self, target: Target) -> int:
+        try:
+            remote = self._online(keys=[self.keys.workers],
+                                  args=[self.keys.worker_prefix, self.worker, encode_target(target)])
+        except UNAVAILABLE as error:
+            raise _unavailable(error) from error
+        return int(remote) + (self.registry.count(target) if self.registry is not None else 0)
+
+    def put_ticket(self, ticket: str, value: str, ttl_seconds: float) -> None:
+        try:
+            self.redis.set(self.keys.ticket(ticket), value, px=max(1, int(ttl_seconds * 1000)))
+        except UNAVAILABLE as error:
+            raise _unavailable(error) from error
+
+    def take_ticket(self, ticket: str) -> str | None:
+        try:
+            value = self.redis.getdel(self.keys.ticket(ticket))
+        except UNAVAILABLE as error:
+            raise _unavailable(error) from error
+        return None if value is None else value.decode("utf-8")
+
+
+def _as_dict(fields: Any) -> dict[bytes, bytes]:
+    """Stream entry fields: a dict from XRANGE/XREAD, a flat list from inside a Lua script."""
+    if isinstance(fields, dict):
+        return fields
+    return {fields[i]: fields[i + 1] for i in range(0, len(fields), 2)}

@@ -1,0 +1,69 @@
+"""Is ``PUSHSVC_BROKER_URL`` a Redis pushsvc can use? Checked once at start-up, answered in one line."""
+
+from __future__ import annotations
+
+import sys
+from urllib.parse import urlsplit
+
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from .config import ConfigError, Settings
+
+CONNECT_TIMEOUT_SECONDS = 2.0
+# GETDEL (tickets) and XTRIM MINID (history TTL) came with Redis 6.2.
+MIN_VERSION = (6, 2)
+
+
+def check_url(url: str) -> None:
+    """Raise :class:`ConfigError` (one line) for a Redis URL that cannot be right, before any I/O."""
+    parts = urlsplit(url)
+    try:
+        port = parts.port
+    except ValueError:
+        port = -1
+    if parts.scheme in ("redis", "rediss"):
+        if not parts.hostname or port == -1:
+            raise ConfigError(f"PUSHSVC_BROKER_URL {_safe(url)} needs a host and a numeric port, like "
+                              "redis://127.0.0.1:6379/0")
+        db = parts.path.strip("/")
+        if db and not (db.isascii() and db.isdigit()):
+            raise ConfigError(f"PUSHSVC_BROKER_URL {_safe(url)} names database {db!r}; use a number, like /0")
+    elif parts.scheme != "unix":
+        raise ConfigError(f"PUSHSVC_BROKER_URL {_safe(url)} is not a redis://, rediss:// or unix:// URL")
+
+
+def check_reachable(url: str) -> None:
+    """Raise :class:`ConfigError` (one line) unless ``url`` is a Redis that answers, with the commands
+    pushsvc needs (Redis 6.2 or later)."""
+    check_url(url)
+    try:
+        client = redis.Redis.from_url(url, socket_connect_timeout=CONNECT_TIMEOUT_SECONDS,
+                                      socket_timeout=CONNECT_TIMEOUT_SECONDS, retry=Retry(NoBackoff(), 0))
+    except ValueError as error:
+        raise ConfigError(f"PUSHSVC_BROKER_URL is not a valid Redis URL: {error}") from None
+    try:
+        version = client.info("server").get("redis_version", "0")
+    except redis.RedisError as error:
+        raise ConfigError(f"PUSHSVC_BROKER_URL {_safe(url)} cannot be reached: {error}") from None
+    finally:
+        client.close()
+    if tuple(int(p) for p in str(version).split(".")[:2] if p.isdigit()) < MIN_VERSION:
+        raise ConfigError(f"PUSHSVC_BROKER_URL {_safe(url)} runs Redis {version}; pushsvc needs 6.2 or later")
+
+
+def main() -> None:
+    """Check ``PUSHSVC_BROKER_URL`` from the environment; exit with one line when it cannot be used."""
+    try:
+        check_reachable(Settings.load().broker_url)
+    except ConfigError as error:
+        sys.exit(f"pushsvc: {error}")
+
+
+def _safe(url: str) -> str:
+    """The URL without its password, fit for a log line."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    return url.replace(f":{parts.password}@", ":***@", 1)

@@ -1,0 +1,182 @@
+"""Presence across workers: each worker keeps its own clients in Redis hashes that expire unless refreshed.
+
+A worker writes only its own share (one hash of client ids, one of group counts and its total), a few
+milliseconds after a connect or disconnect, and refreshes their TTL every few seconds. Readers add up
+every live worker's share, and use this worker's registry directly for its own (always exact). A worker
+that dies without a word is gone from every count once its hashes expire.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import gevent
+import redis
+
+from .redis_schema import PRESENCE, TOTAL_FIELD, Keys, encode_presence, merge_presence
+from .registry import ClientInfo, Connection, Registry
+from .targets import Target
+
+log = logging.getLogger(__name__)
+
+# Stale entries of a killed worker disappear after this; refreshes come three times as often.
+PRESENCE_TTL_SECONDS = 15
+PRESENCE_REFRESH_SECONDS = 5.0
+
+
+class Presence:
+    """This worker's share of presence in Redis, and the whole service's view of it."""
+
+    def __init__(self, client: redis.Redis, keys: Keys, worker: str):
+        self.redis = client
+        self.keys = keys
+        self.worker = worker
+        self.registry: Registry | None = None
+        self._dirty_clients: set[str] = set()
+        self._dirty_groups: set[str] = set()
+        self._flush_pending = False
+        # Rewrite everything at the next chance (first write, or after a failed one or a lost Redis).
+        self._full = True
+        self._script = client.register_script(PRESENCE)
+
+    @property
+    def needs_sync(self) -> bool:
+        return self._full and self.registry is not None
+
+    def attach(self, registry: Registry) -> None:
+        """Follow the connects and disconnects of this worker's ``registry``."""
+        self.registry = registry
+        registry.listeners.append(self._on_change)
+
+    def _on_change(self, what: str, conn: Connection) -> None:
+        self._dirty_clients.add(conn.client_id)
+        self._dirty_groups.update(conn.groups)
+        if not self._flush_pending:
+            self._flush_pending = True
+            gevent.spawn(self._flush_quietly)
+
+    def _flush_quietly(self) -> None:
+        # Changes made while a write is on its way go out in the next one: one write per round trip
+        # however many clients connect at once, and at most one round trip late.
+        try:
+            while self._dirty_clients or self._dirty_groups or self.needs_sync:
+                self.flush()
+        except redis.RedisError as error:
+            log.warning("presence of worker %s not written (%s); retrying at the next refresh",
+                        self.worker, error)
+        finally:
+            self._flush_pending = False
+
+    # -- writing this worker's share ------------------------------------------------------------------
+
+    def flush(self) -> None:
+        """Write the changes since the last flush (everything, when a full rewrite is due)."""
+        registry = self.registry
+        if registry is None:
+            return
+        if self._full:
+            self.sync()
+            return
+        clients, groups = self._dirty_clients, self._dirty_groups
+        self._dirty_clients, self._dirty_groups = set(), set()
+        if not clients and not groups:
+            return
+        ckey, gkey = self.keys.worker_clients(self.worker), self.keys.worker_groups(self.worker)
+        pipe = self.redis.pipeline(transaction=True)
+        for client_id in clients:
+            info = registry.client(client_id)
+            if info is None:
+                pipe.hdel(ckey, client_id)
+            else:
+                pipe.hset(ckey, client_id, encode_presence(info))
+        for group in groups:
+            count = registry.count(Target.group(group))
+            if count:
+                pipe.hset(gkey, group, count)
+            else:
+                pipe.hdel(gkey, group)
+        pipe.hset(gkey, TOTAL_FIELD, len(registry))
+        self._finish(pipe)
+        self._execute(pipe)
+
+    def sync(self) -> None:
+        """Replace this worker's share with the registry's whole state, atomically."""
+        registry = self.registry
+        if registry is None:
+            return
+        self._full = False
+        self._dirty_clients.clear()
+        self._dirty_groups.clear()
+        ckey, gkey = self.keys.worker_clients(self.worker), self.keys.worker_groups(self.worker)
+        clients = registry.clients()
+        groups: dict[str, int] = {TOTAL_FIELD: len(registry)}
+        for info in clients.values():
+            for group in info.groups:
+                groups[group] = 0
+        for group in groups:
+            if group != TOTAL_FIELD:
+                groups[group] = registry.count(Target.group(group))
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.delete(ckey, gkey)
+        if clients:
+            pipe.hset(ckey, mapping={cid: encode_presence(info) for cid, info in clients.items()})
+        pipe.hset(gkey, mapping=groups)
+        self._finish(pipe)
+        self._execute(pipe)
+
+    def refresh(self) -> None:
+        """Keep this worker's share alive; rewrite it when Redis lost it (restarted empty)."""
+        if self.registry is None:
+            return
+        if self._full:
+            self.sync()
+            return
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.expire(self.keys.worker_groups(self.worker), PRESENCE_TTL_SECONDS)
+        pipe.expire(self.keys.worker_clients(self.worker), PRESENCE_TTL_SECONDS)
+        pipe.sadd(self.keys.workers, self.worker)
+        alive = self._execute(pipe)[0]
+        if not alive:
+            log.info("presence of worker %s was gone from Redis; rewriting it", self.worker)
+            self.sync()
+
+    def withdraw(self) -> None:
+        """Remove this worker's share (on a clean stop)."""
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.delete(self.keys.worker_clients(self.worker), self.keys.worker_groups(self.worker))
+        pipe.srem(self.keys.workers, self.worker)
+        pipe.execute()
+
+    def _finish(self, pipe: Any) -> None:
+        pipe.expire(self.keys.worker_clients(self.worker), PRESENCE_TTL_SECONDS)
+        pipe.expire(self.keys.worker_groups(self.worker), PRESENCE_TTL_SECONDS)
+        pipe.sadd(self.keys.workers, self.worker)
+
+    def _execute(self, pipe: Any) -> list[Any]:
+        try:
+            return pipe.execute()
+        except redis.RedisError:
+            self._full = True
+            raise
+
+    # -- reading the whole service ---------------------------------------------------------------------
+
+    def clients(self) -> dict[str, ClientInfo]:
+        """Every client id with an open stream anywhere, sorted by id."""
+        merged = self.registry.clients() if self.registry is not None else {}
+        pairs = self._script(keys=[self.keys.workers], args=[self.keys.worker_prefix, self.worker])
+        for i in range(0, len(pairs), 2):
+            merge_presence(merged, pairs[i].decode("utf-8"), pairs[i + 1])
+        return dict(sorted(merged.items()))
+
+    def client(self, client_id: str) -> ClientInfo | None:
+        merged: dict[str, ClientInfo] = {}
+        local = self.registry.client(client_id) if self.registry is not None else None
+        if local is not None:
+            merged[client_id] = local
+        pairs = self._script(keys=[self.keys.workers],
+                             args=[self.keys.worker_prefix, self.worker, client_id])
+        for i in range(0, len(pairs), 2):
+            merge_presence(merged, client_id, pairs[i + 1])
+        return merged.get(client_id)

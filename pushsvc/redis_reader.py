@@ -1,0 +1,186 @@
+"""The one reader of a worker: a greenlet blocked in ``XREAD`` on the event stream, fanning out in process.
+
+It holds one Redis connection of its own, whatever the number of streams open in the worker. It also
+reads this worker's *canary* stream, where a sibling greenlet writes a tick every second through the
+ordinary connection pool: a tick read back proves the whole path (write, stream, this blocked read) works,
+which a bare PING would not (a reader left blocked on a dead or demoted server answers nothing and
+raises nothing). ``/healthz`` follows the age of the last tick read back.
+
+When Redis goes away the reader reconnects with capped, jittered backoff and resumes from the last stream
+id it read, so nothing is lost and nothing is read twice. If Redis came back with a different generation
+(it restarted empty), everything in the new stream is new, so it reads that from the start.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import time
+from collections.abc import Callable
+from typing import Any
+
+import gevent
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from . import wire
+from .redis_schema import HEAD, Keys, decode_target, event_id, event_key, stream_id_tuple
+from .registry import Frame
+from .targets import Target
+
+log = logging.getLogger(__name__)
+
+# XREAD waits this long for news; the canary wakes it every second anyway.
+BLOCK_MS = 5000
+# Entries taken per XREAD: a burst is fanned out in batches, the socket is read in few round trips.
+BATCH = 500
+CANARY_INTERVAL_SECONDS = 1.0
+# Health fails when no canary tick came back for this long.
+CANARY_STALE_SECONDS = 3.0
+# Reconnect backoff: doubling from the first step up to the cap, each wait a random part of it, so
+# workers that lost Redis together do not come back together.
+BACKOFF_FIRST_SECONDS = 0.1
+BACKOFF_CAP_SECONDS = 2.0
+
+
+class Reader:
+    """Reads the stream for one worker and hands each event to ``dispatch(target, frame)``."""
+
+    def __init__(self, url: str, keys: Keys, worker: str, dispatch: Callable[[Target, Frame], Any],
+                 *, connect_timeout: float):
+        self.keys = keys
+        self.worker = worker
+        self.dispatch = dispatch
+        # A client of its own: the blocking read must never wait for, or hold, a pooled connection.
+        self.redis = redis.Redis.from_url(
+            url, single_connection_client=True, socket_connect_timeout=connect_timeout,
+            socket_timeout=BLOCK_MS / 1000 + 5, socket_keepalive=True, retry=Retry(NoBackoff(), 0),
+            client_name=f"pushsvc-reader:{worker}")
+        self._head = self.redis.register_script(HEAD)
+        self.generation: str | None = None
+        self.last_id = "0-0"
+        self.canary_id = "0-0"
+        self.connected = False
+        self.canary_seen = time.monotonic()
+        self.canary_rtt: float | None = None
+        self.events_read = 0
+        self.reconnects = 0
+        self._targets: dict[bytes, Target] = {}
+        self._greenlet: gevent.Greenlet | None = None
+        self.started = False
+
+    def start(self) -> None:
+        """Find where the stream stands now (so the first subscriber misses nothing), then read on."""
+        try:
+            self._connect()
+        except redis.RedisError as error:
+            log.warning("reader of worker %s cannot reach Redis yet: %s", self.worker, error)
+        self._greenlet = gevent.spawn(self._run)
+        self.started = True
+
+    def stop(self) -> None:
+        if self._greenlet is not None:
+            self._greenlet.kill(block=False)
+        self.redis.close()
+
+    def _connect(self) -> None:
+        generation, last = (v.decode() for v in self._head(keys=[self.keys.stream, self.keys.generation]))
+        if self.generation is None:
+            self.last_id = last
+        elif generation != self.generation:
+            log.warning("Redis has a new stream generation %s (was %s): it restarted empty; reading the "
+                        "new stream from its start", generation, self.generation)
+            self.last_id = "0-0"
+        elif stream_id_tuple(last) < stream_id_tuple(self.last_id):
+            # The same generation but an older stream: restored from an old snapshot. What it adds from
+            # here on has ids above its own last one; read from there.
+            self.last_id = last
+        self.generation = generation
+        self.connected = True
+        self.canary_seen = time.monotonic()
+
+    def _run(self) -> None:
+        failures = 0
+        while True:
+            try:
+                if not self.connected:
+                    self._connect()
+                    self.reconnects += 1
+                    log.info("reader of worker %s reconnected; resuming after %s", self.worker, self.last_id)
+                    failures = 0
+                self._read_once()
+            except redis.RedisError as error:
+                if self.connected:
+                    log.warning("reader of worker %s lost Redis: %s", self.worker, error)
+                # redis-py has closed the connection; the next command opens a new one.
+                self.connected = False
+                failures += 1
+                cap = min(BACKOFF_CAP_SECONDS, BACKOFF_FIRST_SECONDS * 2 ** min(failures, 10))
+                gevent.sleep(random.uniform(cap / 2, cap))
+            except Exception:  # a bug in one event must not stop delivery to the whole worker
+                log.exception("reader of worker %s failed on an event; skipping past it", self.worker)
+                gevent.sleep(BACKOFF_FIRST_SECONDS)
+
+    def _read_once(self) -> None:
+        canary_key = self.keys.canary(self.worker)
+        reply = self.redis.xread({self.keys.stream: self.last_id, canary_key: self.canary_id},
+                                 count=BATCH, block=BLOCK_MS)
+        for key, entries in reply or ():
+            if key.decode() == canary_key:
+                self._canary(entries)
+            else:
+                self._deliver(entries)
+
+    def _deliver(self, entries: list[tuple[bytes, dict[bytes, bytes]]]) -> None:
+        targets = self._targets
+        for raw_id, fields in entries:
+            stream_id = raw_id.decode()
+            # Advance first: an entry that cannot be delivered is skipped, never read again and again.
+            self.last_id = stream_id
+            generation = fields[b"g"].decode()
+            close = b"c" in fields
+            eid = event_id(generation, stream_id, close=close)
+            target = targets.get(fields[b"t"])
+            if target is None:
+                if len(targets) > 4096:
+                    targets.clear()
+                target = targets[fields[b"t"]] = decode_target(fields[b"t"])
+            frame = Frame(wire.frame(eid, fields[b"b"]), event_key(generation, stream_id), event_id=eid,
+                          end=close)
+            self.dispatch(target, frame)
+            self.events_read += 1
+
+    def _canary(self, entries: list[tuple[bytes, dict[bytes, bytes]]]) -> None:
+        now = time.monotonic()
+        raw_id, fields = entries[-1]
+        self.canary_id = raw_id.decode()
+        sent = fields.get(b"t")
+        if sent is not None and fields.get(b"p") == str(os.getpid()).encode():
+            self.canary_rtt = now - float(sent)
+        self.canary_seen = now
+
+    def healthy(self) -> bool:
+        if not self.started:
+            return True  # start() is finding the stream's head right now; it says so if it cannot
+        return self.connected and time.monotonic() - self.canary_seen < CANARY_STALE_SECONDS
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "reader": "connected" if self.connected else "reconnecting",
+            "canary_age_s": round(time.monotonic() - self.canary_seen, 3),
+            "canary_rtt_ms": None if self.canary_rtt is None else round(self.canary_rtt * 1000, 2),
+            "generation": self.generation,
+            "last_id": self.last_id,
+            "reconnects": self.reconnects,
+        }
+
+
+def write_canary(client: redis.Redis, keys: Keys, worker: str) -> None:
+    """One canary tick for ``worker``'s reader: the send time, read back by the reader."""
+    key = keys.canary(worker)
+    pipe = client.pipeline(transaction=False)
+    pipe.xadd(key, {"t": repr(time.monotonic()), "p": str(os.getpid())}, maxlen=1, approximate=False)
+    pipe.expire(key, 60)
+    pipe.execute()

@@ -1,0 +1,113 @@
+"""Helpers for the Redis tests: a multi-worker gunicorn on a private Redis, and a look at its presence."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import redis
+
+from .conftest import wait_for
+from .servers import Gunicorn, RedisServer
+from .sse import RawStream
+
+NAMESPACE = "{pushsvc}"
+
+
+def cluster_env(redis_server: RedisServer, **extra: str) -> dict[str, str]:
+    return {"PUSHSVC_BROKER_URL": redis_server.url, "PUSHSVC_HEARTBEAT_SECONDS": "1", **extra}
+
+
+def fresh_get(server: Gunicorn, path: str, **kw) -> httpx.Response:
+    """A GET on a new connection, so any worker may answer it."""
+    return httpx.get(server.url(path), timeout=10, **kw)
+
+
+def fresh_post(server: Gunicorn, path: str, **kw) -> httpx.Response:
+    return httpx.post(server.url(path), timeout=10, **kw)
+
+
+def live_workers(redis_url: str) -> set[str]:
+    r = redis.Redis.from_url(redis_url)
+    try:
+        return {w.decode() for w in r.smembers(f"{NAMESPACE}:workers")
+                if r.exists(f"{NAMESPACE}:w:".encode() + w + b":g")}
+    finally:
+        r.close()
+
+
+def wait_all_workers(server: Gunicorn, redis_url: str, timeout: float = 20) -> None:
+    """Knock until every worker has booted and serves (connections would all go to the first one)."""
+    def ready() -> bool:
+        fresh_get(server, "/healthz")
+        return len(live_workers(redis_url)) >= server.workers
+    assert wait_for(ready, timeout, interval=0.2), f"not all workers came up:\n{server.output()[-2000:]}"
+
+
+def holders(redis_url: str, client_id: str) -> dict[int, int]:
+    """Worker pid -> open streams of ``client_id`` there, as that worker wrote it into Redis."""
+    r = redis.Redis.from_url(redis_url)
+    try:
+        found = {}
+        for worker in r.smembers(f"{NAMESPACE}:workers"):
+            entry = r.hget(f"{NAMESPACE}:w:".encode() + worker + b":c", client_id)
+            if entry is not None:
+                found[int(worker.decode().split("-")[-2])] = int(entry.split()[0])
+        return found
+    finally:
+        r.close()
+
+
+def workers_holding(redis_url: str, client_ids: list[str]) -> set[int]:
+    pids: set[int] = set()
+    for client_id in client_ids:
+        pids.update(holders(redis_url, client_id))
+    return pids
+
+
+class Streams:
+    """Raw streams against one server; all closed at the end, and then the service must show none."""
+
+    def __init__(self, server: Gunicorn):
+        self.server = server
+        self.opened: list[RawStream] = []
+
+    def raw(self, path: str, headers: dict[str, str] | None = None) -> RawStream:
+        stream = RawStream(self.server.port, path, headers)
+        self.opened.append(stream)
+        return stream
+
+    def close_all(self) -> None:
+        for stream in self.opened:
+            stream.close()
+
+    def on_every_worker(self, client_id: str, redis_url: str, *, rounds: int = 10) -> list[RawStream]:
+        """Open streams of ``client_id`` until every worker holds at least one.
+
+        They are opened several at once: one after the other, the worker that is awake takes them all.
+        """
+        opened: list[RawStream] = []
+        for _ in range(rounds):
+            with ThreadPoolExecutor(6) as pool:
+                batch = list(pool.map(lambda _: self.raw(f"/sse/subscribe/{client_id}"), range(6)))
+            for stream in batch:
+                assert stream.read_until(b"retry:", 3)
+            opened += batch
+            count = len(opened)
+            assert wait_for(lambda: sum(holders(redis_url, client_id).values()) == count, 3)  # noqa: B023
+            if len(holders(redis_url, client_id)) >= self.server.workers:
+                return opened
+        raise AssertionError(f"streams of {client_id} never reached every worker")
+
+
+@contextlib.contextmanager
+def streams_on(server: Gunicorn) -> Iterator[Streams]:
+    streams = Streams(server)
+    try:
+        yield streams
+    finally:
+        streams.close_all()
+    assert wait_for(lambda: fresh_get(server, "/sse/clients").json()["connections"] == 0, 20), \
+        "streams leaked past the test"
