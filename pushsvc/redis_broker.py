@@ -99,6 +99,7 @@ class RedisBroker(Broker):
         self.reader: Reader | None = None
         self._keeper: gevent.Greenlet | None = None
         self._canary_ok = True
+        self._serving = False
 
     @classmethod
     def from_settings(cls, settings: Settings) -> RedisBroker:
@@ -118,13 +119,13 @@ class RedisBroker(Broker):
             self._new_worker_id()
             self.presence = Presence(self.redis, self.keys, self.worker)
             self.reader = None
+            self._serving = False
         registry.listeners.append(self._on_change)
 
     def _on_change(self, what: str, conn: Connection) -> None:
         if what != "connect":
             return
-        if self.reader is None:
-            self._serve()
+        self._serve()
         # The reader may still be on its way to events published before this connect; they are not for
         # this connection (a close meant for the stream it replaces would end it). It starts after the
         # stream's head, as the memory broker's synchronous fan-out does.
@@ -138,8 +139,11 @@ class RedisBroker(Broker):
 
     def _serve(self) -> None:
         """Start what a worker that serves streams needs: the reader, the canary, presence. Once."""
-        if self.reader is not None or self.registry is None:
+        # Set before any I/O: the reader connects in its constructor, a greenlet switch during which a
+        # second connect would otherwise start a second reader (and every event would arrive twice).
+        if self._serving or self.registry is None:
             return
+        self._serving = True
         registry = self.registry
         self.reader = Reader(self.url, self.keys, self.worker, registry.dispatch,
                              connect_timeout=CONNECT_TIMEOUT_SECONDS)
@@ -181,8 +185,8 @@ class RedisBroker(Broker):
     def health(self) -> dict[str, Any]:
         """Cached state: no Redis call (the first call in a worker starts the reader)."""
         self._serve()
-        if self.reader is None:
-            return {"ok": False, "reader": "not started"}
+        if self.reader is None:  # being built right now, in another greenlet
+            return {"ok": True, "reader": "starting"}
         ok = self.reader.healthy() and self._canary_ok
         return {"ok": ok, "worker": self.worker, **self.reader.state()}
 

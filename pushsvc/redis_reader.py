@@ -53,11 +53,14 @@ class Reader:
         self.keys = keys
         self.worker = worker
         self.dispatch = dispatch
-        # A client of its own: the blocking read must never wait for, or hold, a pooled connection.
-        self.redis = redis.Redis.from_url(
-            url, single_connection_client=True, socket_connect_timeout=connect_timeout,
+        # A pool of its own with one connection: the blocking read must never wait for, or hold, a
+        # connection of the shared pool. It connects on first use, in the reader's greenlet, so building
+        # a reader never fails or blocks while Redis is down (a worker respawned during an outage).
+        pool = redis.ConnectionPool.from_url(
+            url, max_connections=1, socket_connect_timeout=connect_timeout,
             socket_timeout=BLOCK_MS / 1000 + 5, socket_keepalive=True, retry=Retry(NoBackoff(), 0),
             client_name=f"pushsvc-reader:{worker}")
+        self.redis = redis.Redis(connection_pool=pool)
         self._head = self.redis.register_script(HEAD)
         self.generation: str | None = None
         self.last_id = "0-0"
@@ -83,7 +86,7 @@ class Reader:
     def stop(self) -> None:
         if self._greenlet is not None:
             self._greenlet.kill(block=False)
-        self.redis.close()
+        self.redis.connection_pool.disconnect()
 
     def _connect(self) -> None:
         generation, last = (v.decode() for v in self._head(keys=[self.keys.stream, self.keys.generation]))

@@ -79,6 +79,29 @@ def test_outage_then_recovery_keeps_streams_and_loses_or_repeats_nothing(cluster
     assert [(e.id, e.data) for e in resumed.events()] == [(after.json()["id"], "after")]
 
 
+def test_a_worker_started_while_redis_is_down_refuses_softly_then_recovers(cluster, streams, redis_server):
+    shutdown_keeping_data(redis_server)
+    try:
+        # gunicorn replaces a crashed worker; the new one builds its reader while Redis is away.
+        old = set(cluster.worker_pids())
+        os.kill(min(old), signal.SIGKILL)
+        assert wait_for(lambda: len(set(cluster.worker_pids()) - old) == 1, 15)
+        assert wait_for(lambda: every_answer(cluster, "/healthz", 503), 10, interval=0.2)
+        for _ in range(4):
+            newcomer = streams.raw("/sse/subscribe/respawned")
+            assert newcomer.status == 200, "never a 5xx that would stop a browser for good"
+            assert newcomer.wait_closed(5)
+            assert b"event: busy\n" in newcomer.body
+    finally:
+        redis_server.start()
+    wait_healthy(cluster)
+    stream = streams.raw("/sse/subscribe/respawned")
+    assert stream.read_until(b"retry:", 3)
+    assert wait_for(lambda: fresh_get(cluster, "/sse/clients/respawned").status_code == 200, 5)
+    assert fresh_post(cluster, "/sse/publish", json={"to": "respawned", "data": "back"}).status_code == 202
+    assert stream.read_until(b"data: back\n", 5)
+
+
 def test_reader_connection_killed_comes_back_and_misses_nothing(cluster, streams, redis_server):
     opened = streams.on_every_worker("reader-kill", redis_server.url)
     admin = redis.Redis.from_url(redis_server.url)
