@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
 import time
 from collections.abc import Iterator
 
 import httpx
 import pytest
 
-from .servers import Gunicorn, RedisServer
+from .servers import Gunicorn, RedisServer, service
 from .sse import Listener, RawStream
 
 BROKERS = ["memory", "redis"]
@@ -22,20 +21,8 @@ def server(request) -> Iterator[Gunicorn]:
     ``memory``: one gevent worker with the embedded broker. ``redis``: two gevent workers sharing a
     private redis-server, so every behaviour test also proves the workers act as one service.
     """
-    env = {"PUSHSVC_HEARTBEAT_SECONDS": "1"}
-    if request.param == "memory":
-        with Gunicorn(env=env) as gunicorn:
-            yield gunicorn
-        return
-    if importlib.util.find_spec("pushsvc.redis_broker") is None:
-        pytest.skip("the Redis broker (pushsvc.redis_broker) is not part of this tree")
-    redis = RedisServer().start()
-    try:
-        with Gunicorn(workers=2, env={**env, "PUSHSVC_BROKER_URL": redis.url}) as gunicorn:
-            gunicorn.broker = "redis"
-            yield gunicorn
-    finally:
-        redis.cleanup()
+    with service(request.param, {"PUSHSVC_HEARTBEAT_SECONDS": "1"}) as gunicorn:
+        yield gunicorn
 
 
 @pytest.fixture(scope="module")
@@ -46,6 +33,16 @@ def redis_server() -> Iterator[RedisServer]:
         yield redis
     finally:
         redis.cleanup()
+
+
+@pytest.fixture(scope="module")
+def cluster(redis_server: RedisServer) -> Iterator[Gunicorn]:
+    """Two gevent workers on the module's private Redis, both serving before the first test."""
+    from .redis_tools import cluster_env, wait_all_workers  # it imports this module
+
+    with Gunicorn(workers=2, env=cluster_env(redis_server)) as gunicorn:
+        wait_all_workers(gunicorn, redis_server.url)
+        yield gunicorn
 
 
 @pytest.fixture

@@ -4,6 +4,7 @@ loopback port, each stopped by its PID (process group) however the test ends."""
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import os
 import shutil
 import signal
@@ -12,6 +13,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -150,3 +152,23 @@ class RedisServer:
     def cleanup(self) -> None:
         self.stop()
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def service(broker: str, env: dict[str, str] | None = None) -> Iterator[Gunicorn]:
+    """The service under test for ``broker``: ``memory`` is one gevent worker with the embedded broker;
+    ``redis`` is two gevent workers sharing a private redis-server, so they must act as one service."""
+    env = dict(env or {})
+    if broker == "memory":
+        with Gunicorn(env=env) as gunicorn:
+            yield gunicorn
+        return
+    if importlib.util.find_spec("pushsvc.redis_broker") is None:
+        pytest.skip("the Redis broker (pushsvc.redis_broker) is not part of this tree")
+    redis = RedisServer().start()
+    try:
+        with Gunicorn(workers=2, env={**env, "PUSHSVC_BROKER_URL": redis.url}) as gunicorn:
+            gunicorn.redis = redis
+            yield gunicorn
+    finally:
+        redis.cleanup()

@@ -8,7 +8,6 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Iterator
 
 import pytest
 import redis
@@ -17,22 +16,13 @@ from pushsvc.redis_broker import POOL_SIZE
 
 from .conftest import wait_for
 from .redis_tools import (
-    cluster_env,
     fresh_get,
     fresh_post,
     holders,
     streams_on,
-    wait_all_workers,
     workers_holding,
 )
-from .servers import ROOT, Gunicorn
-
-
-@pytest.fixture(scope="module")
-def cluster(redis_server) -> Iterator[Gunicorn]:
-    with Gunicorn(workers=2, env=cluster_env(redis_server)) as gunicorn:
-        wait_all_workers(gunicorn, redis_server.url)
-        yield gunicorn
+from .servers import ROOT
 
 
 @pytest.fixture

@@ -7,21 +7,13 @@ import json
 import os
 import signal
 import time
-from collections.abc import Iterator
 
 import pytest
 import redis
 
 from .conftest import wait_for
-from .redis_tools import cluster_env, fresh_get, fresh_post, streams_on, wait_all_workers
+from .redis_tools import fresh_get, fresh_post, streams_on
 from .servers import Gunicorn, RedisServer, free_port
-
-
-@pytest.fixture(scope="module")
-def cluster(redis_server) -> Iterator[Gunicorn]:
-    with Gunicorn(workers=2, env=cluster_env(redis_server)) as gunicorn:
-        wait_all_workers(gunicorn, redis_server.url)
-        yield gunicorn
 
 
 @pytest.fixture

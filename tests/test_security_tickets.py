@@ -3,7 +3,6 @@ on any worker, once, even when several workers race to take it."""
 
 from __future__ import annotations
 
-import importlib.util
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -12,7 +11,7 @@ import httpx
 import jwt
 import pytest
 
-from .servers import Gunicorn, RedisServer
+from .servers import Gunicorn, service
 from .sse import RawStream
 
 SECRET = "ticket-test-secret-0123456789-abcdefghijklmn"
@@ -21,18 +20,8 @@ SECRET = "ticket-test-secret-0123456789-abcdefghijklmn"
 @pytest.fixture(scope="module", params=["memory", "redis"])
 def server(request) -> Iterator[Gunicorn]:
     env = {"PUSHSVC_JWT_SECRET": SECRET, "PUSHSVC_HEARTBEAT_SECONDS": "0.5"}
-    if request.param == "memory":
-        with Gunicorn(env=env) as gunicorn:
-            yield gunicorn
-        return
-    if importlib.util.find_spec("pushsvc.redis_broker") is None:
-        pytest.skip("the Redis broker (pushsvc.redis_broker) is not part of this tree")
-    redis = RedisServer().start()
-    try:
-        with Gunicorn(workers=2, env={**env, "PUSHSVC_BROKER_URL": redis.url}) as gunicorn:
-            yield gunicorn
-    finally:
-        redis.cleanup()
+    with service(request.param, env) as gunicorn:
+        yield gunicorn
 
 
 def ticket(server: Gunicorn, sub: str) -> str:
