@@ -4,10 +4,13 @@ server is waited out, and a ticket endpoint that says no stops the page without 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
+import threading
 import time
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
@@ -27,13 +30,14 @@ browser, open_page = tools.browser, tools.open_page
 SECRET = "js-ticket-test-secret-0123456789-abcdefghij"
 ENV = {**FAST, "PUSHSVC_JWT_SECRET": SECRET, "PUSHSVC_ACCESS_LOG": "-"}
 
-# {options} is the rest of the subscribe options, as JavaScript. The page records what the tests check.
+# {options} is the rest of the subscribe options, as JavaScript; {base} is pushsvc's origin, empty for the
+# page's own. The page records what the tests check.
 PAGE = """<!doctype html><meta charset="utf-8"><title>new</title><link rel="icon" href="data:,">
-<script src="/sse/static/pushsvc.js"></script>
+<script src="{base}/sse/static/pushsvc.js"></script>
 <script>
   var JWT = {jwt};
   var got = [], states = [], asked = 0;
-  var stream = PushSvc.subscribe({{url: "/sse", clientId: {client}, storage: false, minDelay: 300,
+  var stream = PushSvc.subscribe({{url: "{base}/sse", clientId: {client}, storage: false, minDelay: 300,
                                    maxDelay: 2000, {options}}});
   stream.on("*", function (e) {{ got.push({{id: e.id, name: e.name, data: e.data}}); }});
   stream.on("state", function (s) {{ states.push(s); document.title = s.state; }});
@@ -51,12 +55,43 @@ def token(sub: str, secret: str = SECRET) -> str:
 
 
 def open_ticket_page(open_page, origin: str, client_id: str, options: str, jwt_value: str):
-    """A plain application page on ``origin`` that subscribes with pushsvc.js and ``options``."""
+    """A plain application page on pushsvc's own ``origin`` that subscribes with ``options``."""
     page, watch = open_page("about:blank")
-    html = PAGE.format(jwt=json.dumps(jwt_value), client=json.dumps(client_id), options=options)
+    html = PAGE.format(jwt=json.dumps(jwt_value), client=json.dumps(client_id), options=options, base="")
     page.route(origin + "/app.html", lambda route: route.fulfill(body=html, content_type="text/html"))
     page.goto(origin + "/app.html")
     return page, watch
+
+
+@contextlib.contextmanager
+def app_origin(html: str) -> Iterator[str]:
+    """Serve ``html`` at ``/app.html`` of an origin of its own: the application's server, not pushsvc.
+
+    A real server, not a Playwright route: Chromium lets only a page that came from a loopback address
+    reach another loopback origin (Local Network Access).
+    """
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = html.encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html; charset=utf-8")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        thread.join(5)
 
 
 def expect_title(page, state: str) -> None:
@@ -118,6 +153,17 @@ def test_each_connection_has_a_fresh_ticket_and_resumes(open_page):
             assert [(e["id"], e["data"]) for e in page.evaluate("got")] == [(one, "one"), (two, "two"),
                                                                            (three, "three")]
 
+            # A proxy's 502 for the subscribe itself: the script probes with HEAD before it rebuilds the
+            # stream, and the probe spends a fresh ticket of its own.
+            proxy.fail(502, count=1, match="GET /sse/subscribe/")
+            proxy.cut()
+            expect_title(page, "retrying")
+            expect_title(page, "open")
+            assert any(line.startswith("HEAD /sse/subscribe/tk-page?") for line in proxy.seen)
+            four = publish(server, to="tk-page", data="four")
+            wait_data(page, "four")
+            assert [e["id"] for e in page.evaluate("got")] == [one, two, three, four]
+
             # A restart: the page's reconnects meet a proxy with nothing behind it (502), then a new server
             # that has no history (reset) and none of the old tickets.
             server.stop()
@@ -126,18 +172,19 @@ def test_each_connection_has_a_fresh_ticket_and_resumes(open_page):
             expect_title(page, "open")
             page.wait_for_function("got.some(e => e.name === 'reset')")
             assert wait_for(lambda: httpx.get(server.url("/sse/clients/tk-page")).status_code == 200, 5)
-            four = publish(server, to="tk-page", data="four")
-            wait_data(page, "four")
-            assert page.evaluate("stream.lastEventId") == four
+            five = publish(server, to="tk-page", data="five")
+            wait_data(page, "five")
+            assert page.evaluate("stream.lastEventId") == five
         finally:
             proxy.close()
 
         sent = tickets_sent(proxy.seen)
-        assert len(sent) >= 3, proxy.seen
+        assert len(sent) >= 6, proxy.seen
         assert len(set(sent)) == len(sent), "a ticket went out twice"
         assert "<none>" not in sent
         asked = page.evaluate("asked")
         assert asked >= len(sent) + 2, "the two failed ticket requests were asked again"
+        assert len(proxy.failed) == 3
         # Neither the long-lived token nor a ?token= ever appears in a URL.
         assert not [u for u in watch.requests if jwt_value in u or "token=" in u]
         log = server.output()
@@ -148,15 +195,16 @@ def test_each_connection_has_a_fresh_ticket_and_resumes(open_page):
 
 
 def test_ticket_url_waits_out_a_busy_server(open_page):
-    """``ticketUrl: true`` + ``token``: the script buys its tickets itself, and after ``event: busy`` it comes
-    back, with a new one, when the server said to."""
-    with Gunicorn(env={**ENV, "PUSHSVC_MAX_CONNECTIONS": "1"}) as server:
+    """``ticketUrl: true`` + ``token`` on a page of another origin: the script buys its tickets itself (a
+    CORS POST), and after ``event: busy`` it comes back, with a new one, when the server said to."""
+    jwt_value = token("tk-busy")
+    with (Gunicorn(env={**ENV, "PUSHSVC_MAX_CONNECTIONS": "1"}) as server,
+          app_origin(PAGE.format(jwt=json.dumps(jwt_value), client='"tk-busy"', base=server.base,
+                                 options="ticketUrl: true, token: JWT")) as origin):
         holder = RawStream(server.port, f"/sse/subscribe/tk-holder?token={token('tk-holder')}")
         try:
             assert holder.read_until(b"retry:", 5)
-            jwt_value = token("tk-busy")
-            page, watch = open_ticket_page(open_page, server.base, "tk-busy",
-                                           "ticketUrl: true, token: JWT", jwt_value)
+            page, watch = open_page(origin + "/app.html")
             page.wait_for_function("got.some(e => e.name === 'busy')")
             expect_title(page, "busy")
         finally:
@@ -181,7 +229,8 @@ def test_a_ticket_endpoint_that_says_403_stops_the_page(server, open_page):
         route.fulfill(status=403, content_type="application/json", body='{"error": "not you"}')
 
     page.route(server.url("/sse/tickets"), refuse)
-    html = PAGE.format(jwt=json.dumps(token("tk-refused")), client='"tk-refused"', options=TICKET_FUNCTION)
+    html = PAGE.format(jwt=json.dumps(token("tk-refused")), client='"tk-refused"', options=TICKET_FUNCTION,
+                       base="")
     page.route(server.url("/app.html"), lambda route: route.fulfill(body=html, content_type="text/html"))
     page.goto(server.url("/app.html"))
     expect_title(page, "refused")
@@ -202,3 +251,17 @@ def test_a_token_the_server_rejects_stops_the_page(server, open_page):
     time.sleep(1.0)
     assert watch.count("/sse/tickets") == 1
     assert subscribe_urls(watch, "tk-forged") == []
+
+
+def test_a_subscribe_the_token_does_not_allow_is_refused_after_one_probe(server, open_page):
+    """The ticket is fine but the stream is not (a group the token lacks): one HEAD, with a ticket of its
+    own, tells a 403 from a proxy's hiccup, and the page stops there."""
+    page, watch = open_ticket_page(open_page, server.base, "tk-nogroup",
+                                   'ticketUrl: true, token: JWT, groups: ["admins"]', token("tk-nogroup"))
+    expect_title(page, "refused")
+    assert page.evaluate("states[states.length - 1].status") == 403
+    time.sleep(1.0)
+    urls = subscribe_urls(watch, "tk-nogroup")
+    assert len(urls) == 2 and watch.count("/sse/tickets") == 2
+    tickets = [parse_qs(urlsplit(u).query)["ticket"][0] for u in urls]
+    assert len(set(tickets)) == 2
