@@ -14,6 +14,19 @@
  *    would answer 204) is never kept as a resume point;
  *  - `event: reset` (the gap could not be filled) and `event: busy` (come back later) are reported;
  *  - the last event id is kept in localStorage, so a reload resumes where the page left off.
+ *
+ * One-time tickets (PUSHSVC_JWT_SECRET set, a page that should not put its long-lived token in a URL):
+ *
+ *   PushSvc.subscribe({url: "/sse", clientId: "alice", ticketUrl: true, token: jwt});  // POST /sse/tickets
+ *   PushSvc.subscribe({url: "/sse", clientId: "alice", ticket: function () {
+ *     return fetch("/sse/tickets", {method: "POST", headers: {Authorization: "Bearer " + jwt}});
+ *   }});
+ *
+ * A ticket is good for one subscribe, so with a ticket source the script, not the browser, reconnects:
+ * every connection gets a fresh ticket; on any error the EventSource is closed at once (its own reconnect
+ * would send the spent ticket again and end in a 401) and rebuilt after a jittered backoff, or after the
+ * delay an `event: busy` asked for, resuming with ?lastEventId=. A 401/403 (any final 4xx) from the
+ * ticket endpoint is "refused"; a 5xx, a network error or no answer within ticketTimeout is retried.
  */
 (function (root) {
   "use strict";
@@ -27,7 +40,13 @@
     url: "/sse",            // where pushsvc is mounted (PUSHSVC_URL_PREFIX), absolute or relative
     clientId: null,
     groups: [],
-    token: null,            // a subscriber JWT, sent as ?token= (EventSource cannot set headers)
+    token: null,            // a subscriber JWT, sent as ?token= (EventSource cannot set headers);
+                            // with a ticket source it never goes into a URL (ticketUrl sends it as a header)
+    ticket: null,           // function () -> a ticket, or a Promise of one, or of {ticket: ...}, or of the
+                            // fetch Response of POST <url>/tickets; called afresh for every connection
+    ticketUrl: null,        // or: POST here for each ticket (true: <url>/tickets), with token as Bearer
+    headers: null,          // more headers for that POST: an object, or a function returning one
+    ticketTimeout: 10000,   // a ticket not had within this many ms counts as a failed attempt
     events: [],             // named events to listen to besides message/close/reset/busy
     lastEventId: null,      // resume from this id instead of the stored one
     storage: true,          // keep the last event id in localStorage (false: do not)
@@ -38,6 +57,36 @@
 
   function stripCloseMark(id) {
     return id && id.slice(-CLOSE_MARK.length) === CLOSE_MARK ? id.slice(0, -CLOSE_MARK.length) : id;
+  }
+
+  function httpError(status, reason) {
+    var error = new Error(reason);
+    error.status = status;
+    return error;
+  }
+
+  // What a ticket source gave, down to the ticket: a string, {ticket}, or the endpoint's fetch Response.
+  function ticketOf(answer) {
+    if (typeof answer === "string" && answer) return answer;
+    if (answer && typeof answer.json === "function" && typeof answer.status === "number") {
+      if (!answer.ok) throw httpError(answer.status, "the ticket endpoint answered HTTP " + answer.status);
+      return answer.json().then(ticketOf);
+    }
+    if (answer && typeof answer.ticket === "string" && answer.ticket) return answer.ticket;
+    throw httpError(0, "the ticket source gave no ticket");
+  }
+
+  // The ticket source of the ticketUrl option: a POST with the token (or other headers) per ticket.
+  function ticketFetcher(o) {
+    var url = o.ticketUrl === true ? o.url + "/tickets" : String(o.ticketUrl);
+    return function () {
+      var headers = {};
+      var extra = typeof o.headers === "function" ? o.headers() : o.headers;
+      for (var name in extra || {}) headers[name] = extra[name];
+      if (o.token) headers.Authorization = "Bearer " + o.token;
+      return root.fetch(url, {method: "POST", headers: headers, cache: "no-store",
+                              credentials: o.withCredentials ? "include" : "same-origin"});
+    };
   }
 
   function parseJSON(text) {
@@ -71,6 +120,9 @@
     this._names = BUILTIN.concat(o.events || []);
     this._source = null;
     this._timer = null;
+    this._ticketTimer = null;
+    this._turn = 0;           // ticket requests so far: an answer to an older one is ignored
+    this._tickets = typeof o.ticket === "function" ? o.ticket : (o.ticketUrl ? ticketFetcher(o) : null);
     this._stopped = false;
     this._store = o.storage === false ? null : (o.storage === true ? localStore() : o.storage);
     this._storeKey = "pushsvc:lastEventId:" + o.url + ":" + o.clientId;
@@ -103,13 +155,16 @@
       this._stop("closed", {reason: "closed by the page"});
     },
 
-    subscribeUrl: function () {
+    /** The subscribe URL, with ``ticket`` (one-time, from the ticket source) in place of the token. */
+    subscribeUrl: function (ticket) {
       var o = this.options;
       var query = o.groups.map(function (g) { return "group=" + encodeURIComponent(g); });
       // A fresh EventSource cannot send Last-Event-ID; the server takes ?lastEventId= instead. The
-      // browser's own reconnects send the header, which the server prefers, so this never goes stale.
+      // browser's own reconnects send the header, which the server prefers, so this never goes stale;
+      // with tickets there are none, and every EventSource is built here with the last id seen.
       if (this.lastEventId) query.push("lastEventId=" + encodeURIComponent(this.lastEventId));
-      if (o.token) query.push("token=" + encodeURIComponent(o.token));
+      if (ticket) query.push("ticket=" + encodeURIComponent(ticket));
+      else if (o.token && !this._tickets) query.push("token=" + encodeURIComponent(o.token));
       return o.url + "/subscribe/" + encodeURIComponent(o.clientId) + (query.length ? "?" + query.join("&") : "");
     },
 
@@ -117,18 +172,37 @@
 
     _connect: function () {
       if (this._stopped) return;
-      var self = this;
-      var source = new root.EventSource(this.subscribeUrl(), {withCredentials: !!this.options.withCredentials});
-      this._source = source;
+      if (this._tickets) {
+        this._setState("connecting");
+        this._withTicket(function (ticket) { this._open(this.subscribeUrl(ticket)); });
+        return;
+      }
+      this._open(this.subscribeUrl());
       this._setState("connecting");
+    },
+
+    _open: function (url) {
+      var self = this;
+      var source = new root.EventSource(url, {withCredentials: !!this.options.withCredentials});
+      var opened = false;
+      this._source = source;
       source.onopen = function () {
         if (source !== self._source) return;
+        opened = true;
         self._attempt = 0;
         self._setState("open");
       };
       source.onerror = function () {
         if (source !== self._source || self._stopped) return;
-        if (source.readyState === root.EventSource.CLOSED) {
+        if (self._tickets) {
+          // Close at once: the browser's own reconnect would send the spent ticket again, get a 401
+          // and give up for good. A failed connection (non-200) is probed; anything else is retried.
+          var failed = source.readyState === root.EventSource.CLOSED;
+          source.close();
+          self._source = null;
+          if (failed) self._recover();
+          else self._again(opened);
+        } else if (source.readyState === root.EventSource.CLOSED) {
           // A non-200 answer, or a 200 that is not an event stream: the browser gave up for good.
           self._source = null;
           self._recover();
@@ -149,25 +223,82 @@
       });
     },
 
-    _recover: function () {
+    _backoff: function () {
       var o = this.options;
-      var self = this;
       this._attempt += 1;
-      this.retries += 1;
       var delay = Math.min(o.maxDelay, o.minDelay * Math.pow(2, this._attempt - 1));
       // Jitter, so a thousand pages behind one proxy do not come back in the same millisecond.
-      delay = Math.round(delay * (0.5 + Math.random()));
-      this._setState("retrying", {delay: delay});
-      this._timer = setTimeout(function () { self._timer = null; self._probe(); }, delay);
+      return Math.round(delay * (0.5 + Math.random()));
+    },
+
+    /** Wait out a backoff, then ``next`` (the probe by default), in state "retrying". */
+    _recover: function (next, detail) {
+      var self = this;
+      var delay = this._backoff();
+      this.retries += 1;
+      var d = {delay: delay};
+      for (var key in detail || {}) d[key] = detail[key];
+      this._setState("retrying", d);
+      this._timer = setTimeout(function () { self._timer = null; (next || self._probe).call(self); }, delay);
+    },
+
+    // With tickets: a stream that ended, or a connection lost on the way, is rebuilt by this script
+    // (after the delay an `event: busy` asked for, or the backoff) with a fresh ticket and ?lastEventId=.
+    _again: function (opened) {
+      var self = this;
+      var busy = this.state === "busy" && (this._detail || {}).delay > 0;
+      var delay = busy ? this._detail.delay : this._backoff();
+      this.retries += 1;
+      if (busy) this._emitState();
+      else this._setState(opened ? "connecting" : "retrying", {delay: delay});
+      this._timer = setTimeout(function () { self._timer = null; self._connect(); }, delay);
+    },
+
+    // Ask the ticket source for a ticket, then ``then(ticket)``; a final refusal stops, anything else
+    // (5xx, network error, no answer in time, no ticket in the answer) backs off and asks again.
+    _withTicket: function (then) {
+      var self = this;
+      var turn = ++this._turn;
+      var settle = function (handle) {
+        return function (value) {
+          if (turn !== self._turn || self._stopped) return;
+          self._turn += 1;  // settled: a late answer (after a timeout) is ignored
+          clearTimeout(self._ticketTimer);
+          self._ticketTimer = null;
+          handle(value);
+        };
+      };
+      var failed = settle(function (error) {
+        var status = error && typeof error.status === "number" ? error.status : 0;
+        var reason = (error && error.message) || "the ticket source failed";
+        if (status && !TRANSIENT[status]) {
+          self._stop("refused", {status: status, reason: "no ticket: " + reason});
+        } else {
+          self._recover(self._connect, {status: status || undefined, reason: "no ticket: " + reason});
+        }
+      });
+      this._ticketTimer = setTimeout(function () {
+        failed(httpError(0, "no answer within " + self.options.ticketTimeout + " ms"));
+      }, this.options.ticketTimeout);
+      new Promise(function (resolve) { resolve(self._tickets.call(self)); })
+        .then(ticketOf)
+        .then(settle(function (ticket) { then.call(self, ticket); }), failed);
     },
 
     _probe: function () {
       var self = this;
       if (this._stopped) return;
       if (typeof root.fetch !== "function") { this._connect(); return; }
+      // With tickets, the probe spends a fresh ticket of its own: a ticket is never sent twice.
+      if (this._tickets) this._withTicket(function (ticket) { this._head(this.subscribeUrl(ticket)); });
+      else this._head(this.subscribeUrl());
+    },
+
+    _head: function (url) {
+      var self = this;
       // HEAD runs the same checks as a subscribe without opening a stream, and unlike an EventSource
       // it tells the status: a proxy's 502 (try later) from a 401 (never).
-      root.fetch(this.subscribeUrl(), {
+      root.fetch(url, {
         method: "HEAD", cache: "no-store",
         credentials: this.options.withCredentials ? "include" : "same-origin"
       }).then(function (reply) { return reply.status; }, function () { return 0; }).then(function (status) {
@@ -182,6 +313,7 @@
     _stop: function (state, detail) {
       this._stopped = true;
       if (this._timer) { clearTimeout(this._timer); this._timer = null; }
+      if (this._ticketTimer) { clearTimeout(this._ticketTimer); this._ticketTimer = null; }
       if (this._source) { this._source.close(); this._source = null; }
       this._setState(state, detail);
     },
