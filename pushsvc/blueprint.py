@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 import logging
 from typing import Any
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, quote_from_bytes
 
 from flask import Blueprint, Response, current_app, jsonify, request
+from werkzeug.datastructures import MultiDict
 from werkzeug.exceptions import HTTPException
 
 from .auth import AuthError, Credentials, Gate, bearer
@@ -68,7 +69,7 @@ def create_blueprint(name: str = "pushsvc") -> Blueprint:
 
 def subscribe(client_id: str | None = None) -> Response:
     svc = service()
-    args = request.args
+    args = _args()
     if client_id is None:
         client_id = next((args[p] for p in CLIENT_ID_PARAMS if p in args), None)
         if client_id is None:
@@ -107,9 +108,10 @@ def _credentials() -> Credentials:
     token = bearer(request.headers.get("Authorization"))
     if token is not None:
         return Credentials(token=token)
-    if request.args.get("ticket"):
-        return Credentials(ticket=request.args["ticket"])
-    return Credentials(token=request.args.get("token") or request.cookies.get(TOKEN_COOKIE) or None)
+    args = _args()
+    if args.get("ticket"):
+        return Credentials(ticket=args["ticket"])
+    return Credentials(token=args.get("token") or request.cookies.get(TOKEN_COOKIE) or None)
 
 
 def tickets() -> tuple[Response, int]:
@@ -140,7 +142,7 @@ def legacy_push() -> tuple[Response, int]:
     """``/push?id=&content=`` and ``/send?clientId=&content=`` of the original design."""
     svc = service()
     values = _form_values() if request.method == "POST" else {}
-    values.update({k: v for k, v in request.args.items()})
+    values.update(_args().items())
     client_id = next((values[p] for p in CLIENT_ID_PARAMS if p in values), None)
     if client_id is None:
         raise InvalidInput("a client id is required (?id= or ?clientId=)", field="id")
@@ -174,11 +176,7 @@ def _form_values() -> dict[str, Any]:
         form = request.form
         pairs = [(k, v) for k in form for v in form.getlist(k)]
     else:
-        try:
-            pairs = parse_qsl(request.get_data(cache=True).decode("ascii"), keep_blank_values=True,
-                              strict_parsing=False, encoding="utf-8", errors="strict")
-        except (UnicodeDecodeError, ValueError):
-            raise InvalidInput("the form body is not valid URL-encoded UTF-8") from None
+        pairs = _decode_pairs(request.get_data(cache=True), "the form body")
     values: dict[str, Any] = {}
     for key, value in pairs:
         if key == "to" and "to" in values:
@@ -188,13 +186,35 @@ def _form_values() -> dict[str, Any]:
     return values
 
 
+def _args() -> MultiDict[str, str]:
+    """The query string, decoded strictly: werkzeug keeps an invalid escape such as ``%ED%B0`` as its
+    literal text, which would publish (or look up) something other than what was sent."""
+    if "pushsvc.args" not in request.environ:
+        request.environ["pushsvc.args"] = MultiDict(_decode_pairs(request.query_string, "the query string"))
+    return request.environ["pushsvc.args"]
+
+
+# Printable ASCII stays as it is; raw bytes above it (unescaped UTF-8 from a careless client) are escaped
+# first, so one strict decoder handles both.
+_URL_SAFE = "".join(chr(c) for c in range(0x21, 0x7F))
+
+
+def _decode_pairs(raw: bytes, what: str) -> list[tuple[str, str]]:
+    text = quote_from_bytes(raw, safe=_URL_SAFE)
+    try:
+        return parse_qsl(text, keep_blank_values=True, encoding="utf-8", errors="strict")
+    except (UnicodeDecodeError, ValueError):
+        raise InvalidInput(f"{what} is not valid URL-encoded UTF-8") from None
+
+
 # -- close, clients, health --------------------------------------------------------------------------
 
 
 def close(client_id: str | None = None) -> Response:
     svc = service()
     if client_id is None:
-        client_id = next((request.args[p] for p in CLIENT_ID_PARAMS if p in request.args), None)
+        args = _args()
+        client_id = next((args[p] for p in CLIENT_ID_PARAMS if p in args), None)
         if client_id is None:
             raise InvalidInput("a client id is required: /close/<id> or ?id=", field="id")
     check_name(client_id)

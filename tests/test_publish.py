@@ -144,3 +144,26 @@ def test_subscribe_by_query_parameter(streams, client, param):
     assert wait_for(lambda: online(client, f"pub-q-{param}"))
     client.post("/sse/publish", json={"to": f"pub-q-{param}", "data": "q"})
     assert s.get().data == "q"
+
+
+@pytest.mark.parametrize(
+    ("path", "what"),
+    [
+        ("/sse/push?id=pub-q&content=%ED%B0%92", "a lone surrogate, escaped"),
+        ("/sse/push?id=pub-q&content=%FF%FE", "bytes that are not UTF-8"),
+        ("/sse/send?clientId=pub-q&content=%C3", "a truncated sequence"),
+        ("/sse/subscribe?clientId=%ED%B0%92", "a subscribe id that is not UTF-8"),
+        ("/sse/close?id=%FF", "a close id that is not UTF-8"),
+    ],
+)
+def test_queries_that_are_not_utf8_are_400(client, path, what):
+    reply = client.get(path)
+    assert reply.status_code == 400, what
+    assert "UTF-8" in reply.json()["error"]
+
+
+def test_escaped_utf8_in_a_query_is_understood(streams, client):
+    s = streams.raw("/sse/subscribe/pub-esc")
+    assert s.read_until(b"retry:")
+    assert client.get("/sse/push?id=pub-esc&content=%C3%BC-ok%E2%80%A8x").status_code == 202
+    assert s.read_until("data: ü-ok\u2028x\n\n".encode())
