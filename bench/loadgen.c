@@ -515,6 +515,8 @@ int main(int argc, char **argv) {
     long streams_short = 0;
     if (mode == MODE_BROADCAST) for (long i = 0; i < nstreams; i++) if ((streams[i].state == S_BODY || streams[i].state == S_HEADERS) && streams[i].got < (uint32_t)ok_events) streams_short++;
 
+    if (getenv("SSEBENCH_DEBUG"))
+        for (long i = 0; i < nstreams && i < 20; i++) fprintf(stderr, "stream %ld: %u events\n", i, streams[i].got);
     double server_c = cpu_p1 - cpu_p0;
     printf("{\"label\":\"%s\",\"streams\":%d,\"connected\":%ld,\"ready\":%ld,\"failed\":%ld,\"busy\":%ld,"
            "\"holding\":%ld,\"connect_s\":%.3f,\"connect_server_cpu_s\":%.3f,\"connect_own_cpu_s\":%.3f,"
