@@ -1,19 +1,21 @@
-"""pushsvc.sendall: one send for a small write, and every byte still arrives in order for a large one."""
+"""pushsvc.runtime: one send for a small write (every byte still arrives for a large one), GC tuned once."""
 
 from __future__ import annotations
+
+import gc
 
 import gevent
 import gevent.socket
 import pytest
 from gevent import _socketcommon
 
-from pushsvc import sendall
+from pushsvc import runtime
 
 
 @pytest.fixture
 def installed():
     before = _socketcommon._sendall
-    assert sendall.install()
+    assert runtime.install_sendall()
     yield
     _socketcommon._sendall = before
 
@@ -39,9 +41,9 @@ def read_all(sock: gevent.socket.socket, size: int) -> bytes:
 
 
 def test_install_replaces_gevents_sendall_once(installed):
-    assert _socketcommon._sendall is sendall._sendall
-    assert sendall.install()
-    assert _socketcommon._sendall is sendall._sendall
+    assert _socketcommon._sendall is runtime._sendall
+    assert runtime.install_sendall()
+    assert _socketcommon._sendall is runtime._sendall
 
 
 def test_a_small_write_takes_no_buffer_size_query(installed, monkeypatch):
@@ -82,3 +84,18 @@ def test_an_empty_write_sends_nothing(installed):
     finally:
         writer.close()
         reader.close()
+
+
+def test_tune_sets_gc_thresholds_once_per_process(monkeypatch):
+    before = gc.get_threshold()
+    monkeypatch.setattr(runtime, "_tuned_in", None)
+    monkeypatch.setattr(runtime, "install_sendall", lambda: True)
+    try:
+        runtime.tune()
+        assert gc.get_threshold() == runtime.GC_THRESHOLDS
+        gc.set_threshold(*before)
+        runtime.tune()  # already tuned in this process: leaves the settings alone
+        assert gc.get_threshold() == before
+    finally:
+        gc.set_threshold(*before)
+        gc.unfreeze()
