@@ -80,6 +80,7 @@ static long received, dupes, foreign, busy_count, closed_early, failed, ready_co
 static long sent_events, ok_events, pub_errors, pub_requests, next_seq, low_incomplete;
 static char rbuf[MARK_LEN + 262144];
 static volatile sig_atomic_t stop_flag;
+static int timed_out;
 
 static double now_s(void) {
     struct timespec ts; clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -468,6 +469,8 @@ int main(int argc, char **argv) {
     if (mode != MODE_NONE) {
         if (count == 0 && mode == MODE_BROADCAST && rate > 0) count = (long)(rate * duration);
         double p_end = p0 + duration;
+        /* A server that stops answering (out of descriptors, say) must not hold the run forever. */
+        double hard_end = p0 + (count && rate > 0 ? count / rate : duration) + drain + 5;
         for (;;) {
             double t = now_s();
             if (stop_flag) break;
@@ -491,6 +494,7 @@ int main(int argc, char **argv) {
             for (long k = 0; k < pub_conns; k++) busy_pub |= pubs[k].state == P_SENDING || pubs[k].state == P_READING;
             long expected = ok_events * expected_each;
             if (!more && !busy_pub && (received >= expected || now_s() - last_sent > drain)) break;
+            if (now_s() > hard_end) { timed_out = 1; break; }
             if (sample_every > 0 && t - last_sample >= sample_every && nsamples < MAX_SAMPLES) {
                 last_sample = t; sample_t[nsamples] = t - p0; samples[nsamples++] = server_rss_kb();
                 fprintf(stderr, "[%s] t=%.0fs rss=%ld KiB received=%ld sent=%ld\n", label, t - p0,
@@ -506,6 +510,8 @@ int main(int argc, char **argv) {
             loop_once(timeout);
         }
     }
+    for (long k = 0; k < pub_conns; k++)   /* unanswered when the run ended: not acknowledged */
+        if (pubs[k].state == P_SENDING || pubs[k].state == P_READING) pub_errors += pubs[k].events;
     double p_wall = now_s() - p0, cpu_p1 = server_cpu(), own_p1 = self_cpu();
     long rss2 = server_rss_kb();
     long expected = ok_events * expected_each;
@@ -525,10 +531,11 @@ int main(int argc, char **argv) {
            own_c1 - own_c0, rss0, rss1, rss2);
     printf("\"mode\":\"%s\",\"requests\":%ld,\"events\":%ld,\"events_ok\":%ld,\"publish_errors\":%ld,"
            "\"expected\":%ld,\"received\":%ld,\"lost\":%ld,\"duplicates\":%ld,\"streams_short\":%ld,"
-           "\"closed_early\":%ld,\"foreign_marks\":%ld,",
+           "\"closed_early\":%ld,\"foreign_marks\":%ld,\"timed_out\":%d,\"planned\":%ld,",
            mode == MODE_BROADCAST ? "broadcast" : mode == MODE_UNICAST ? "unicast" : mode == MODE_BATCH ? "batch" : "none",
            pub_requests, sent_events, ok_events, pub_errors, expected, received,
-           expected > received ? expected - received : 0, dupes, streams_short, closed_early, foreign);
+           expected > received ? expected - received : 0, dupes, streams_short, closed_early, foreign,
+           timed_out, count);
     printf("\"wall_s\":%.3f,\"server_cpu_s\":%.3f,\"own_cpu_s\":%.3f,\"per_server_cpu_s\":%.1f,\"per_wall_s\":%.1f,"
            "\"p50_ms\":%ld,\"p90_ms\":%ld,\"p99_ms\":%ld,\"max_ms\":%ld,\"rss_samples\":[",
            p_wall, server_c, own_p1 - own_p0, server_c > 0 ? received / server_c : 0.0,

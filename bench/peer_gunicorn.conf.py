@@ -7,6 +7,8 @@ workers = 1
 # Each stream holds a socket and its own Redis connection; give the worker every descriptor allowed.
 worker_connections = 20000
 timeout = 30
+# flask-sse streams never notice a client that left, so a graceful stop would wait for them in vain.
+graceful_timeout = 3
 keepalive = 5
 loglevel = "warning"
 
