@@ -152,6 +152,15 @@ def on_starting(server):
     _wipe_metrics_dir()
 
 
+def post_worker_init(worker):
+    """Tune the worker for thousands of streams (see pushsvc/runtime.py): one system call per small
+    write, and no long garbage collections. Process-wide, so it is done here, for the standalone
+    service; an application that mounts pushsvc in its own server opts in with pushsvc.runtime.tune()."""
+    from pushsvc import runtime
+
+    runtime.tune()
+
+
 def child_exit(server, worker):
     """A worker is gone: its open-connections gauge must stop counting."""
     worker_exited(worker.pid)

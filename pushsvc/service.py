@@ -18,7 +18,7 @@ from typing import Any, ClassVar, Protocol
 import gevent
 from gevent.queue import Full
 
-from . import runtime, wire
+from . import wire
 from .broker import Broker, BrokerUnavailable, Message, is_close_id
 from .brokers import create_broker
 from .config import Settings
@@ -87,7 +87,6 @@ class Service:
         if self._started_in == os.getpid():
             return
         self._started_in = os.getpid()
-        runtime.tune()
         self.broker.start(self.registry)
         self._housekeeper = gevent.spawn(self._housekeeping)
         Service.started.add(self)
