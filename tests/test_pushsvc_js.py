@@ -3,7 +3,6 @@ a proxy's 502/503, a server restart, a full server, two workers behind Redis."""
 
 from __future__ import annotations
 
-import importlib.util
 import time
 from collections.abc import Iterator
 
@@ -150,8 +149,6 @@ def test_script_waits_out_a_busy_server(open_page):
 
 def test_with_redis_and_two_workers_close_and_reload_hold(open_page):
     """Behind two workers the page's stream, its close and its resume may each land on another one."""
-    if importlib.util.find_spec("pushsvc.redis_broker") is None:
-        pytest.skip("the Redis broker (pushsvc.redis_broker) is not part of this tree")
     redis = RedisServer().start()
     try:
         with Gunicorn(workers=2, env={**FAST, "PUSHSVC_BROKER_URL": redis.url}) as server:
