@@ -89,6 +89,13 @@ def browser() -> Iterator:
         yield b
 
 
+@pytest.fixture(scope="module")
+def page_server(browser) -> Iterator[Gunicorn]:
+    """One gunicorn for the tests that need nothing special (after the browser: no browser, no server)."""
+    with Gunicorn(env=FAST) as gunicorn:
+        yield gunicorn
+
+
 @pytest.fixture
 def open_page(browser) -> Iterator[Callable]:
     """``open_page(url)`` -> (page, watch), each in a fresh browser profile; all closed after the test."""

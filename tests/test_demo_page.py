@@ -9,11 +9,9 @@ from __future__ import annotations
 import os
 import re
 import time
-from collections.abc import Iterator
 
 import httpx
 import jwt
-import pytest
 
 from . import browser as tools
 from .browser import (
@@ -31,29 +29,22 @@ from .conftest import wait_for
 from .servers import ROOT, Gunicorn
 
 # The shared fixtures, under their own names so that pytest finds them here.
-browser, open_page = tools.browser, tools.open_page
-
-
-@pytest.fixture(scope="module")
-def demo_server(browser) -> Iterator[Gunicorn]:
-    """One gunicorn for the tests that need nothing special (after the browser: no browser, no server)."""
-    with Gunicorn(env=FAST) as gunicorn:
-        yield gunicorn
+browser, open_page, page_server = tools.browser, tools.open_page, tools.page_server
 
 
 # -- the page ----------------------------------------------------------------------------------------
 
 
-def test_send_from_the_page_and_publish_over_http(demo_server, open_page):
-    page, watch = open_page(demo_server.url("/"))
+def test_send_from_the_page_and_publish_over_http(page_server, open_page):
+    page, watch = open_page(page_server.url("/"))
     assert page.evaluate("jQuery.fn.jquery") == "3.7.1"
     subscribe(page, "demo-basic")
     assert page.evaluate("demo.stream._source instanceof EventSource")
-    assert wait_for(lambda: connections(demo_server, "demo-basic") == 1, 5)
+    assert wait_for(lambda: connections(page_server, "demo-basic") == 1, 5)
 
     send(page, "hello from the page")
     wait_entry(page, "hello from the page")
-    event_id = publish(demo_server, to="demo-basic", data={"order": 42})
+    event_id = publish(page_server, to="demo-basic", data={"order": 42})
     received = wait_entry(page, '{"order":42}')
     assert received["id"] == event_id and received["name"] == "message"
     assert re.fullmatch(r"\d\d:\d\d:\d\d\.\d{3}", received["time"])
@@ -66,12 +57,12 @@ def test_send_from_the_page_and_publish_over_http(demo_server, open_page):
     row.wait_for()
     assert row.text_content() == "1"
     assert watch.errors == []
-    assert watch.foreign(demo_server.base) == [], "the page must work without internet"
+    assert watch.foreign(page_server.base) == [], "the page must work without internet"
     assert watch.count("/sse/static/jquery.min.js") == 1 and watch.count("/sse/static/pushsvc.js") == 1
 
 
-def test_group_broadcast_and_the_live_client_list(demo_server, open_page):
-    url = demo_server.url("/")
+def test_group_broadcast_and_the_live_client_list(page_server, open_page):
+    url = page_server.url("/")
     a, watch_a = open_page(url)
     subscribe(a, "demo-ga", "demo-room")
     b, _ = open_page(url)
@@ -100,19 +91,19 @@ def test_group_broadcast_and_the_live_client_list(demo_server, open_page):
     assert watch_a.errors == []
 
 
-def test_close_ends_the_stream_and_nothing_reconnects(demo_server, open_page):
-    page, watch = open_page(demo_server.url("/"))
+def test_close_ends_the_stream_and_nothing_reconnects(page_server, open_page):
+    page, watch = open_page(page_server.url("/"))
     subscribe(page, "demo-close")
-    publish(demo_server, to="demo-close", data="before the close")
+    publish(page_server, to="demo-close", data="before the close")
     wait_entry(page, "before the close")
 
     asked = len(subscribe_urls(watch, "demo-close"))
     page.click("#close")
     expect_state(page, "closed")
-    assert wait_for(lambda: connections(demo_server, "demo-close") == 0, 5)
+    assert wait_for(lambda: connections(page_server, "demo-close") == 0, 5)
     time.sleep(1.2)  # four times the server's retry: a reconnecting browser would have asked by now
     assert len(subscribe_urls(watch, "demo-close")) == asked, "not even the reconnect that gets 204"
-    assert connections(demo_server, "demo-close") == 0
+    assert connections(page_server, "demo-close") == 0
     resume_point = page.evaluate("demo.stream.lastEventId")
     assert resume_point and not resume_point.endswith(".close")
 
@@ -120,16 +111,16 @@ def test_close_ends_the_stream_and_nothing_reconnects(demo_server, open_page):
     page.click("#subscribe")
     expect_state(page, "open")
     assert f"lastEventId={resume_point}" in subscribe_urls(watch, "demo-close")[-1]
-    publish(demo_server, to="demo-close", data="after the close")
+    publish(page_server, to="demo-close", data="after the close")
     wait_entry(page, "after the close")
     assert page.get_attribute("#state", "data-state") == "open"
     assert watch.errors == []
 
 
-def test_reload_resumes_with_the_missed_events(demo_server, open_page):
-    page, watch = open_page(demo_server.url("/"))
+def test_reload_resumes_with_the_missed_events(page_server, open_page):
+    page, watch = open_page(page_server.url("/"))
     subscribe(page, "demo-reload")
-    seen = publish(demo_server, to="demo-reload", data="before the reload")
+    seen = publish(page_server, to="demo-reload", data="before the reload")
     wait_entry(page, "before the reload")
 
     missed: list[str] = []
@@ -137,7 +128,7 @@ def test_reload_resumes_with_the_missed_events(demo_server, open_page):
     def publish_while_away(route) -> None:
         # The reloaded page is about to subscribe: whatever is sent now, it has not seen.
         if not missed:
-            missed.extend(publish(demo_server, to="demo-reload", data=f"missed {n}") for n in (1, 2))
+            missed.extend(publish(page_server, to="demo-reload", data=f"missed {n}") for n in (1, 2))
         route.continue_()
 
     page.route(re.compile(r"/subscribe/demo-reload"), publish_while_away)
@@ -146,14 +137,14 @@ def test_reload_resumes_with_the_missed_events(demo_server, open_page):
     page.unroute(re.compile(r"/subscribe/demo-reload"))
     assert [(e["id"], e["data"]) for e in entries(page)] == [(missed[0], "missed 1"), (missed[1], "missed 2")]
     assert f"lastEventId={seen}" in subscribe_urls(watch, "demo-reload")[-1]
-    publish(demo_server, to="demo-reload", data="live again")
+    publish(page_server, to="demo-reload", data="live again")
     wait_entry(page, "live again")
     assert page.locator("#log li.warn").count() == 0, "nothing was lost, so no reset"
     assert watch.errors == []
 
 
-def test_bad_input_is_refused_and_said_not_retried(demo_server, open_page):
-    page, watch = open_page(demo_server.url("/"))
+def test_bad_input_is_refused_and_said_not_retried(page_server, open_page):
+    page, watch = open_page(page_server.url("/"))
     page.fill("#client-id", "two words")
     page.click("#subscribe")
     expect_state(page, "refused")
@@ -171,8 +162,8 @@ def test_bad_input_is_refused_and_said_not_retried(demo_server, open_page):
     assert watch.page_errors() == []
 
 
-def test_readable_on_a_phone(demo_server, open_page):
-    page, watch = open_page(demo_server.url("/"), viewport={"width": 375, "height": 740})
+def test_readable_on_a_phone(page_server, open_page):
+    page, watch = open_page(page_server.url("/"), viewport={"width": 375, "height": 740})
     subscribe(page, "demo-phone-with-a-rather-long-client-id", "demo-phone-group")
     send(page, "a long line without spaces " + "x" * 200)
     wait_entry(page, "a long line without spaces " + "x" * 200)
@@ -219,15 +210,15 @@ def test_page_follows_the_url_prefix_and_the_tokens(open_page):
 # -- the screenshot in the README --------------------------------------------------------------------
 
 
-def test_screenshot_of_the_page_in_use(demo_server, open_page, tmp_path):
+def test_screenshot_of_the_page_in_use(page_server, open_page, tmp_path):
     """docs/demo.png: rewritten when PUSHSVC_UPDATE_SCREENSHOT=1, else made in a temporary folder."""
-    bob, _ = open_page(demo_server.url("/?clientId=bob&group=ops"))
+    bob, _ = open_page(page_server.url("/?clientId=bob&group=ops"))
     subscribe(bob, "bob", "ops")
-    page, watch = open_page(demo_server.url("/?clientId=alice&group=ops&events=order"))
+    page, watch = open_page(page_server.url("/?clientId=alice&group=ops&events=order"))
     subscribe(page, "alice", "ops")
     send(page, "Hello, ops!", target="the group")
     wait_entry(page, "Hello, ops!")
-    publish(demo_server, to="alice", event="order", data={"order": 1001, "status": "shipped"})
+    publish(page_server, to="alice", event="order", data={"order": 1001, "status": "shipped"})
     wait_entry(page, '{"order":1001,"status":"shipped"}')
     send(page, "Deploy finished", target="everyone")
     wait_entry(page, "Deploy finished")

@@ -4,9 +4,6 @@ a proxy's 502/503, a server restart, a full server, two workers behind Redis."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-
-import pytest
 
 from . import browser as tools
 from .browser import (
@@ -25,14 +22,7 @@ from .servers import Gunicorn, RedisServer
 from .sse import RawStream
 
 # The shared fixtures, under their own names so that pytest finds them here.
-browser, open_page = tools.browser, tools.open_page
-
-
-@pytest.fixture(scope="module")
-def js_server(browser) -> Iterator[Gunicorn]:
-    """One gunicorn for the tests that need nothing special (after the browser: no browser, no server)."""
-    with Gunicorn(env=FAST) as gunicorn:
-        yield gunicorn
+browser, open_page, page_server = tools.browser, tools.open_page, tools.page_server
 
 
 OTHER_PAGE = """<!doctype html><meta charset="utf-8"><title>shop</title><link rel="icon" href="data:,">
@@ -50,32 +40,32 @@ OTHER_PAGE = """<!doctype html><meta charset="utf-8"><title>shop</title><link re
 """
 
 
-def test_another_page_uses_pushsvc_js_alone(js_server, open_page):
+def test_another_page_uses_pushsvc_js_alone(page_server, open_page):
     """The README's example: an application page with pushsvc.js and nothing else."""
     page, watch = open_page("about:blank")
-    page.route(js_server.url("/shop.html"),
+    page.route(page_server.url("/shop.html"),
                lambda route: route.fulfill(body=OTHER_PAGE, content_type="text/html; charset=utf-8"))
-    page.goto(js_server.url("/shop.html"))
+    page.goto(page_server.url("/shop.html"))
     page.wait_for_function("document.title === 'open'")
     assert page.evaluate("typeof jQuery") == "undefined"
-    first = publish(js_server, group="shop1", event="order", data={"order": 1001})
+    first = publish(page_server, group="shop1", event="order", data={"order": 1001})
     page.locator("#orders li", has_text=f"{first} 1001").wait_for()
     page.reload()
     page.wait_for_function("document.title === 'open'")
     assert f"lastEventId={first}" in subscribe_urls(watch, "u42")[-1]
-    second = publish(js_server, to="u42", event="order", data={"order": 1002})
+    second = publish(page_server, to="u42", event="order", data={"order": 1002})
     page.locator("#orders li", has_text=f"{second} 1002").wait_for()
     assert page.evaluate("stream.lastEventId") == second
     assert page.evaluate("PushSvc.stripCloseMark('1-2.close')") == "1-2"
     assert watch.errors == []
 
 
-def test_script_rebuilds_the_stream_after_502_and_503(js_server, open_page):
-    proxy = FlakyProxy(js_server.port)
+def test_script_rebuilds_the_stream_after_502_and_503(page_server, open_page):
+    proxy = FlakyProxy(page_server.port)
     try:
         page, watch = open_page(proxy.base + "/?clientId=demo-flaky&subscribe=1")
         expect_state(page, "open")
-        publish(js_server, to="demo-flaky", data="one")
+        publish(page_server, to="demo-flaky", data="one")
         wait_entry(page, "one")
 
         # The proxy drops the stream, then answers the browser's reconnect with 502: EventSource gives up.
@@ -83,7 +73,7 @@ def test_script_rebuilds_the_stream_after_502_and_503(js_server, open_page):
         proxy.cut()
         expect_state(page, "retrying")
         expect_state(page, "open")
-        publish(js_server, to="demo-flaky", data="two")
+        publish(page_server, to="demo-flaky", data="two")
         wait_entry(page, "two")
 
         # 503 twice: for the reconnect and for the first check before rebuilding; the backoff grows.
@@ -91,7 +81,7 @@ def test_script_rebuilds_the_stream_after_502_and_503(js_server, open_page):
         proxy.cut()
         expect_state(page, "retrying")
         expect_state(page, "open")
-        publish(js_server, to="demo-flaky", data="three")
+        publish(page_server, to="demo-flaky", data="three")
         wait_entry(page, "three")
     finally:
         proxy.close()
