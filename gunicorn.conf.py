@@ -58,6 +58,12 @@ workers = int(_env("PUSHSVC_WORKERS", "1"))
 _max_streams = int(_env("PUSHSVC_MAX_CONNECTIONS", "10000") or 10000)
 worker_connections = int(_env("PUSHSVC_WORKER_CONNECTIONS", str(_max_streams + 1000)))
 
+# Connections the kernel holds until the worker accepts them. A restart or a network blip brings every
+# browser back within seconds; past this queue the kernel drops their SYNs, and each dropped one waits a
+# whole second to retry (gunicorn's default of 2048 did that to 5,000 streams reconnecting at once). Linux
+# caps it at net.core.somaxconn.
+backlog = int(_env("PUSHSVC_BACKLOG", "8192"))
+
 # The worker's heartbeat to the arbiter, not a request timeout: with gevent a stream may stay open for
 # days, and only a worker whose event loop is stuck this long is killed and replaced.
 timeout = int(_env("PUSHSVC_WORKER_TIMEOUT", "30"))

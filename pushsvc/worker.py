@@ -8,6 +8,9 @@ comment and a ``retry:`` of its own, then ends; the browsers come back spread ov
 their ``Last-Event-ID``, to whichever worker or machine is up by then.
 
     gunicorn -k pushsvc.worker.DrainingWorker …   (gunicorn.conf.py sets it)
+
+It also answers HTTP/1 with :class:`CoalescingResponse`: the status line and headers leave in the same
+system call as the first piece of the body.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from types import FrameType
 from typing import Any
 
 import gevent
+from gunicorn.http import wsgi
 from gunicorn.workers.ggevent import GeventWorker
 
 from .service import Service
@@ -25,8 +29,78 @@ from .service import Service
 log = logging.getLogger(__name__)
 
 
+class CoalescingResponse(wsgi.Response):
+    """gunicorn's HTTP/1 response, but the head goes out with the first body write, in one ``send``.
+
+    gunicorn writes the status line and headers, then each piece of the body, each with its own system
+    call. On a server whose every request is small (a publish and its JSON answer; a subscribe and its
+    first ``retry:`` chunk) that is two sends, two packets and two wake-ups of the client for one answer.
+    Only the first write changes; ``close()`` with no body and ``sendfile`` send the head alone, as before.
+    """
+
+    _holding = False
+    _head: bytes | None = None
+
+    def write(self, arg: bytes) -> None:
+        if self.headers_sent:
+            return super().write(arg)
+        self._holding = True
+        try:
+            super().write(arg)  # send_headers() keeps the head; _emit_body() sends it with the body
+        finally:
+            self._holding = False
+            head, self._head = self._head, None
+            if head is not None:  # no body was written (HEAD, a 304, an empty chunk)
+                self.sock.sendall(head)
+
+    def send_headers(self) -> None:
+        if not self._holding or self.headers_sent:
+            return super().send_headers()
+        sock, self.sock = self.sock, _Capture()
+        try:
+            super().send_headers()
+            self._head = self.sock.data
+        finally:
+            self.sock = sock
+
+    def _emit_body(self, data: bytes) -> None:
+        head, self._head = self._head, None
+        if head is None:
+            return super()._emit_body(data)
+        if self.chunked:
+            data = b"%X\r\n%s\r\n" % (len(data), data)
+        self.sock.sendall(head + data)
+
+
+class _Capture:
+    """Stands in for the socket while gunicorn formats the head."""
+
+    __slots__ = ("data",)
+
+    def __init__(self) -> None:
+        self.data = b""
+
+    def sendall(self, data: bytes) -> None:
+        self.data += data
+
+
+def use_coalescing_response() -> bool:
+    """Make gunicorn answer HTTP/1 with :class:`CoalescingResponse` in this process."""
+    if wsgi.Response is CoalescingResponse:
+        return True
+    if CoalescingResponse.__mro__[1] is not wsgi.Response or not hasattr(wsgi.Response, "_emit_body"):
+        log.info("gunicorn's Response is not the one pushsvc knows: keeping it as it is")
+        return False
+    wsgi.Response = CoalescingResponse
+    return True
+
+
 class DrainingWorker(GeventWorker):
     """A gevent worker that drains pushsvc's streams on SIGTERM, SIGQUIT and SIGINT."""
+
+    def init_process(self) -> None:
+        use_coalescing_response()
+        super().init_process()
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         # A signal handler may interrupt a greenlet half-way through a loop over the registry; the drain

@@ -56,5 +56,8 @@ def test_environment_sets_gunicorn_and_the_command_line_wins():
     assert config["worker_class"] == "pushsvc.worker.DrainingWorker"
     assert config["worker_connections"] == "1500"  # streams capped below it, with room to spare
     assert config["graceful_timeout"] == "7"
+    # A reconnect storm waits in the kernel's accept queue instead of having its SYNs dropped.
+    assert config["backlog"] == "8192"
+    assert print_config(env={"PUSHSVC_BACKLOG": "3000"})["backlog"] == "3000"
     config = print_config("--bind", "127.0.0.1:9002", "--workers", "1", env=env)
     assert config["bind"] == "['127.0.0.1:9002']" and config["workers"] == "1"
