@@ -57,20 +57,24 @@ class MemoryBroker(Broker):
         self._hub_thread = _real_get_ident()
 
     def publish(self, messages: Sequence[Message]) -> list[str]:
+        return [event_id for event_id, _ in self.publish_counted(messages)]
+
+    def publish_counted(self, messages: Sequence[Message]) -> list[tuple[str, int]]:
+        # One trip to the hub for both: the connections an event was queued on are its audience.
         return self._on_hub(lambda: self._publish(messages))
 
-    def _publish(self, messages: Sequence[Message]) -> list[str]:
-        ids = []
+    def _publish(self, messages: Sequence[Message]) -> list[tuple[str, int]]:
+        published = []
+        registry = self.registry
         with self._lock:
             for message in messages:
                 seq = self.history.last_seq + 1
                 event_id = f"{self.epoch}-{seq}" + (CLOSE_MARK if message.close else "")
                 frame = Frame(wire.frame(event_id, message.body), seq, event_id=event_id, end=message.close)
                 self.history.append(seq, message.target, frame)
-                if self.registry is not None:
-                    self.registry.dispatch(message.target, frame)
-                ids.append(event_id)
-        return ids
+                online = registry.dispatch(message.target, frame) if registry is not None else 0
+                published.append((event_id, online))
+        return published
 
     def replay(self, last_id: str, client_id: str, groups: Sequence[str]) -> Replay:
         return self._on_hub(lambda: self._replay(last_id, client_id, groups))

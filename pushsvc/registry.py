@@ -155,16 +155,18 @@ class Registry:
         return sum(1 for _ in self.select(target))
 
     def dispatch(self, target: Target, frame: Frame) -> int:
-        """Queue ``frame`` on every connection of ``target``; cut off those whose queue is full."""
-        delivered = self._queue(self.connections if target.kind == "all" else self.select(target), frame)
+        """Queue ``frame`` on every connection of ``target``; cut off those whose queue is full (they
+        resume from history). Returns how many connections the target addressed, cut off or not."""
+        delivered, cut = self._queue(self.connections if target.kind == "all" else self.select(target), frame)
         self.delivered[target.kind] += delivered
-        return delivered
+        return delivered + cut
 
     def heartbeat(self, frame: Frame) -> None:
         """Queue a comment frame on every connection (not counted as a delivery)."""
         self._queue(self.connections, frame)
 
-    def _queue(self, conns: Iterable[Connection], frame: Frame) -> int:
+    def _queue(self, conns: Iterable[Connection], frame: Frame) -> tuple[int, int]:
+        """Frames queued, and connections cut off for a full queue."""
         # put_nowait never switches greenlets, so the indexes cannot change under the loop; slow
         # connections are cut only after it.
         delivered = 0
@@ -177,10 +179,11 @@ class Registry:
                 if slow is None:
                     slow = []
                 slow.append(conn)
-        if slow:
-            for conn in slow:
-                self.drop(conn, "queue full")
-        return delivered
+        if slow is None:
+            return delivered, 0
+        for conn in slow:
+            self.drop(conn, "queue full")
+        return delivered, len(slow)
 
     def drop(self, conn: Connection, reason: str) -> None:
         """Cut a connection off for being slow: it leaves the registry now and its socket is shut."""

@@ -51,11 +51,16 @@ class LabelledCounter(Tally):
     def __init__(self, metric: Counter):
         super().__init__()
         self._metric = metric
+        # labels() validates and locks on every call; the handful of labels are looked up once each.
+        self._children: dict[str, Any] = {}
 
     def __setitem__(self, label: str, value: Any) -> None:
         delta = value - self[label]
         if delta > 0:
-            self._metric.labels(label).inc(delta)
+            child = self._children.get(label)
+            if child is None:
+                child = self._children[label] = self._metric.labels(label)
+            child.inc(delta)
         super().__setitem__(label, value)
 
     def __reduce__(self) -> Any:  # copies and pickles are plain Counters: the metric stays behind
