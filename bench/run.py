@@ -272,13 +272,15 @@ def loadgen(server: Server, label: str, streams: int, mode: str = "none", *, lay
            "--rss-pids", ",".join(map(str, server.worker_pids())), *extra]
     if server.ready:
         cmd += ["--ready", server.ready]
-    log(f"{server.name}: {label}")
+    probe = speed_probe()
+    log(f"{server.name}: {label} (speed probe {probe} ms)")
     try:
         out = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
         result = json.loads(out.stdout.strip().splitlines()[-1])
     except (subprocess.TimeoutExpired, IndexError, json.JSONDecodeError) as error:
         result = {"label": label, "error": f"load generator failed: {error!r}"}
     result["system"] = server.name
+    result["probe_ms"] = probe
     log(f"  -> {summary(result)}")
     if settle:
         server.settle(streams)
@@ -449,9 +451,10 @@ def metrics(r: dict | None) -> dict[str, float | str | None]:
 
 
 def header(part: dict) -> str:
+    probe = (f" Speed probe (CPU ms of a fixed Python loop; higher is a slower machine) before "
+             f"{part['probe_before']}, after {part['probe_after']}." if "probe_before" in part else "")
     return (f"Run {part['time']}, `{part['command']}`; load average (1/5/15 min) before "
-            f"{part['load_before']}, "
-            f"after {part['load_after']}.")
+            f"{part['load_before']}, after {part['load_after']}.{probe}")
 
 
 def report(parts: dict[str, dict | None]) -> str:
@@ -564,6 +567,19 @@ def loadavg() -> str:
     return " / ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
+def speed_probe() -> float:
+    """CPU milliseconds of a fixed pure-Python workload (the median of 5): how fast this shared machine
+    runs Python right now. Load average misses a busy neighbour on the same host; this does not."""
+    rounds = []
+    for _ in range(5):
+        started = time.process_time()
+        table: dict[str, int] = {}
+        for i in range(100_000):
+            table[str(i)] = len(table) ^ i
+        rounds.append((time.process_time() - started) * 1000)
+    return round(sorted(rounds)[2], 1)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="small N and short phases (tooling check)")
@@ -591,7 +607,7 @@ def main() -> None:
     command = "python bench/run.py " + " ".join(sys.argv[1:])
     for part in parts:
         started = {"command": command.strip(), "time": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-                   "load_before": loadavg()}
+                   "load_before": loadavg(), "probe_before": speed_probe()}
         if part == "side-by-side":
             systems: dict[str, Callable[[], Server]] = {}
             if not args.skip_ours:
@@ -603,7 +619,7 @@ def main() -> None:
             data = {"runs": redis_scaling(args.quick)}
         else:
             data = {"run": soak(0.5 if args.quick else args.soak_minutes)}
-        data.update(started, load_after=loadavg())
+        data.update(started, load_after=loadavg(), probe_after=speed_probe())
         (OUT / f"results-{part}.json").write_text(json.dumps(data, indent=1))
     block = report({part: saved(part) for part in PARTS})
     if args.no_write:
