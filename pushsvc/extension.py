@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from flask import Flask, current_app, has_app_context
@@ -12,7 +12,7 @@ from .auth import Authorizer, Gate
 from .blueprint import create_blueprint
 from .config import Settings
 from .cors import Cors
-from .messages import check_data, check_event_name, check_name, check_retry
+from .messages import build_batch, check_data, check_event_name, check_name, check_retry
 from .service import Service
 from .targets import Target
 
@@ -95,6 +95,18 @@ class Push:
     def broadcast(self, data: Any, *, event: str | None = None, retry: int | None = None) -> str:
         """Send to every open connection."""
         return self._send(Target.everyone(), data, event, retry)
+
+    def send_batch(self, events: Sequence[Mapping[str, Any]]) -> list[str]:
+        """Publish several events, each with its own target, in one call; returns their ids in order.
+
+        Each event is a mapping like the body of ``POST /sse/publish``: exactly one of ``to`` (an id or a
+        list), ``group``, ``prefix`` or ``broadcast``, plus ``data`` and optionally ``event`` and
+        ``retry``. All are checked first: one invalid event raises :class:`~pushsvc.InvalidInput` naming
+        its index, and nothing is published. Much cheaper per event than one call each (with Redis, one
+        round trip for the whole batch).
+        """
+        service = self.service
+        return [p.id for p in service.publish(build_batch(list(events), service.settings))]
 
     def close(self, client_id: str) -> int:
         """End every stream of ``client_id`` for good; returns how many were open."""

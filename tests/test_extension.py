@@ -62,6 +62,50 @@ def test_api_validates_like_http():
     assert push.count() == 0 and push.clients() == []
 
 
+def test_send_batch_publishes_in_order_or_not_at_all():
+    app = create_app(broker_url="memory://")
+    push: Push = app.extensions["pushsvc.push"]
+    service = push.service
+    service.start()
+    conns = {}
+    for client_id, groups in (("u1", ()), ("shop1-a", ("staff",)), ("u2", ())):
+        sub = service.subscribe(client_id, groups)
+        next(sub.body)  # the opening retry: chunk; the stream is registered now
+        conns[client_id] = sub
+    ids = push.send_batch([
+        {"to": "u1", "data": {"n": 1}, "event": "order"},
+        {"group": "staff", "data": "meeting"},
+        {"prefix": "shop1-", "data": "sale"},
+        {"broadcast": True, "data": "all"},
+        {"to": ["u1", "u2"], "data": "pair", "retry": 500},
+    ])
+    assert len(ids) == 5 and ids == sorted(ids, key=lambda i: int(i.rpartition("-")[2]))
+    got = {client_id: [f.data for f in _drain(service, client_id)] for client_id in conns}
+    assert [b"event: order" in d for d in got["u1"]] == [True, False, False]
+    assert len(got["shop1-a"]) == 3 and len(got["u2"]) == 2
+    for bad, index in (([{"to": "u1", "data": "ok"}, {"to": "u1"}], 1),
+                       ([{"to": "u1", "data": "ok"}, {"group": "a b", "data": "x"}], 1),
+                       ([{"data": "no target"}], 0)):
+        with pytest.raises(InvalidInput) as refused:
+            push.send_batch(bad)
+        assert refused.value.index == index
+    with pytest.raises(InvalidInput):
+        push.send_batch([])
+    assert all(not _drain(service, client_id) for client_id in conns)  # nothing half-published
+    for sub in conns.values():
+        sub.body.close()
+    assert push.count() == 0
+
+
+def _drain(service, client_id):
+    frames = []
+    for conn in service.registry.connections:
+        if conn.client_id == client_id:
+            while conn.queue.qsize():
+                frames.append(conn.queue.get_nowait())
+    return frames
+
+
 def test_push_needs_an_app():
     with pytest.raises(RuntimeError, match="init_app"):
         Push().send("u1", "x")
