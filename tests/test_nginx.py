@@ -175,10 +175,11 @@ def test_publish_health_and_metrics_through_nginx(via):
 
 
 def test_a_restart_behind_nginx_ends_streams_cleanly_with_a_retry_hint():
-    gunicorn = Gunicorn(env={"PUSHSVC_HEARTBEAT_SECONDS": "1"}).start()
-    nginx = Nginx(gunicorn.port)
+    gunicorn = Gunicorn(env={"PUSHSVC_HEARTBEAT_SECONDS": "1"})
+    nginx = Nginx(gunicorn.port)  # skips here, before anything runs, where nginx is not installed
     streams: list[RawStream] = []
     try:
+        gunicorn.start()
         nginx.start()
         streams = [RawStream(nginx.port, f"/sse/subscribe/ngx-term-{i}") for i in range(3)]
         for s in streams:
