@@ -26,10 +26,17 @@ class History:
         return len(self._entries)
 
     def append(self, seq: int, target: Target, frame: Frame) -> None:
-        self._entries.append((seq, self._clock(), target, frame))
+        now = self._clock()
+        entries = self._entries
+        entries.append((seq, now, target, frame))
         self.last_seq = seq
-        while len(self._entries) > self._size:
-            self._entries.popleft()
+        while len(entries) > self._size:
+            entries.popleft()
+        # Expired events go now, not at the next resume: a quiet server's memory holds what the TTL
+        # allows, not PUSHSVC_HISTORY_SIZE events (the entry just added is never older than the horizon).
+        horizon = now - self._ttl
+        while entries[0][1] < horizon:
+            entries.popleft()
 
     def trim(self) -> None:
         """Forget events older than the TTL."""

@@ -73,6 +73,21 @@ def test_ttl_expires_history():
     assert b.replay(f"{b.epoch}-2", "u", []).reset is None
 
 
+def test_expired_events_leave_memory_as_new_ones_come():
+    now = [1000.0]
+    b = broker(size=10_000, ttl=10)
+    b.history._clock = lambda: now[0]
+    for _ in range(100):
+        b.publish([message(Target.everyone(), "tick")])
+        now[0] += 1
+    # Ten seconds of events are kept (the eleventh is exactly on the horizon), not all 100.
+    assert len(b.history) == 11
+    ids = b.publish([message(Target.everyone(), "last")])
+    assert len(b.replay(f"{b.epoch}-95", "u", []).frames) == 6
+    assert b.replay(f"{b.epoch}-80", "u", []).reset == RESET_EXPIRED
+    assert ids[0] == f"{b.epoch}-101"
+
+
 def test_close_events_are_marked_and_end_the_stream():
     b = broker()
     before = b.publish([message(Target.everyone(), "x")])[0]
