@@ -24,9 +24,9 @@ from flask import Flask, jsonify, request
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from micro_request import BODY
 from run import ROOT, free_port, stop
 
-BODY = '{"to":"c1","data":"@T0000000000000000;S0000000000;xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"}'
 ANSWER = b'{"id":"1-1","online":0}\n'
 
 
@@ -92,7 +92,7 @@ def main() -> None:
                                         "wsgi:app"],
     }
     with tempfile.NamedTemporaryFile("w", suffix=".lua") as script:
-        script.write(f"wrk.method = 'POST'\nwrk.body = '{BODY}'\n"
+        script.write(f"wrk.method = 'POST'\nwrk.body = '{BODY.decode()}'\n"
                      "wrk.headers['Content-Type'] = 'application/json'\n")
         script.flush()
         for name, cmd in systems.items():
