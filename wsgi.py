@@ -1,5 +1,5 @@
-"""The WSGI entry point: ``gunicorn -c gunicorn.conf.py wsgi:app``."""
+"""The WSGI entry point of a source checkout: ``gunicorn -c gunicorn.conf.py wsgi:app``."""
 
-from pushsvc import create_app
+from pushsvc.wsgi import app
 
-app = create_app()
+__all__ = ["app"]

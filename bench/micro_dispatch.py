@@ -20,8 +20,8 @@ import gevent
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from pushsvc.registry import Connection, Frame, Registry
-from pushsvc.targets import Target
+from pushsvc.model import Frame, Target
+from pushsvc.registry import Connection, Registry
 
 
 def main() -> None:

@@ -6,11 +6,12 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from flask import Flask, Response, jsonify, render_template, send_from_directory
+from flask import Flask, Response, render_template, send_from_directory
 from werkzeug.exceptions import HTTPException
 from xstatic.pkg import jquery as xstatic_jquery
 
 from . import metrics
+from .blueprint import healthz, json_http_error
 from .extension import EXTENSION_KEY, Push
 from .redact import RedactFilter
 
@@ -43,21 +44,14 @@ def create_app(test_config: dict[str, Any] | None = None, **settings: Any) -> Fl
     app.add_url_rule(f"{push.service.settings.url_prefix}/static/jquery.min.<any(js, map):ext>",
                      "jquery", _jquery)
 
-    @app.get("/healthz")
-    def healthz() -> Any:
-        from .blueprint import healthz as blueprint_healthz
-
-        return blueprint_healthz()
+    app.add_url_rule("/healthz", "healthz", healthz)
 
     @app.get("/metrics")
     def prometheus_metrics() -> Response:
         body, content_type = metrics.render()
         return Response(body, content_type=content_type, headers={"Cache-Control": "no-cache"})
 
-    @app.errorhandler(HTTPException)
-    def http_error(error: HTTPException) -> Any:
-        return jsonify({"error": error.description or error.name}), error.code or 500
-
+    app.register_error_handler(HTTPException, json_http_error)
     app.extensions["pushsvc.push"] = push
     return app
 

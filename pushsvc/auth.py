@@ -6,7 +6,8 @@ No Flask here: the blueprint reads the credentials from the request and hands th
   no other algorithm, and never ``none``). ``sub`` is the client id it may use, or ``*`` for any; the
   ``groups`` claim lists every group it may join; ``exp`` is honoured when present.
 * A ticket stands in for that token in a URL: it is random, good for one subscribe within
-  :data:`TICKET_TTL_SECONDS`, and lives in the broker (so with Redis any worker can take it, once).
+  :data:`TICKET_TTL_SECONDS`, and lives in a :class:`~pushsvc.tickets.TicketStore` (with Redis any
+  worker can take it, once).
 * The publisher token guards publishing and the admin calls; it is compared in constant time.
 """
 
@@ -22,8 +23,10 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .broker import Broker
+import jwt
+
 from .config import Settings
+from .tickets import TicketStore
 
 log = logging.getLogger(__name__)
 
@@ -83,12 +86,13 @@ class Credentials:
 
 
 class Gate:
-    """The auth decisions of one application: built from its settings and its broker."""
+    """The auth decisions of one application: built from its settings and where its tickets live."""
 
-    def __init__(self, settings: Settings, broker: Broker, *, authorizers: Sequence[Authorizer] = ()):
+    def __init__(self, settings: Settings, tickets: TicketStore, *,
+                 authorizers: Sequence[Authorizer] = ()):
         self.secret = settings.jwt_secret
         self.publish_token = settings.publish_token
-        self.broker = broker
+        self.tickets = tickets
         self.authorizers = authorizers
         if self.secret is not None and len(self.secret.encode()) < MIN_SECRET_BYTES:
             log.warning("PUSHSVC_JWT_SECRET is shorter than %d bytes; use a longer random secret",
@@ -119,10 +123,6 @@ class Gate:
         if self.secret is None:
             raise AuthError("subscriber tokens are not enabled on this server (PUSHSVC_JWT_SECRET)",
                             status=404)
-        # Imported here, not at the top: PyJWT imports ssl, and gunicorn's arbiter imports this package
-        # (through gunicorn.conf.py) before the gevent worker can monkey-patch ssl.
-        import jwt
-
         try:
             claims = jwt.decode(token, self.secret, algorithms=ALGORITHMS,
                                 options={"require": ["sub"]})
@@ -152,12 +152,12 @@ class Gate:
                 raise AuthError("the token has expired", challenge="invalid_token")
         ticket = secrets.token_urlsafe(TICKET_BYTES)
         value = json.dumps({"sub": grant.sub, "groups": sorted(grant.groups)})
-        self.broker.put_ticket(_ticket_key(ticket), value, ttl)
+        self.tickets.put(_ticket_key(ticket), value, ttl)
         return {"ticket": ticket, "expires_in": max(1, int(ttl))}
 
     def redeem(self, ticket: str) -> Grant:
         """Take a ticket (it is gone afterwards, on every worker) and return what it allows."""
-        value = self.broker.take_ticket(_ticket_key(ticket))
+        value = self.tickets.take(_ticket_key(ticket))
         if value is None:
             raise AuthError("the ticket is unknown, expired or already used", challenge="invalid_token")
         data = json.loads(value)
@@ -207,5 +207,5 @@ def _grant(claims: Mapping[str, Any]) -> Grant:
 
 
 def _ticket_key(ticket: str) -> str:
-    # The broker stores a digest, not the ticket: whoever can read Redis still cannot subscribe with it.
+    # The store keeps a digest, not the ticket: whoever can read Redis still cannot subscribe with it.
     return hashlib.sha256(ticket.encode("utf-8", "surrogatepass")).hexdigest()

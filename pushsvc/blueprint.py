@@ -5,18 +5,18 @@ from __future__ import annotations
 import json
 import logging
 from typing import Any
-from urllib.parse import parse_qsl, quote_from_bytes
 
 from flask import Blueprint, Response, current_app, jsonify, request
-from werkzeug.datastructures import MultiDict
 from werkzeug.exceptions import HTTPException
 
-from .auth import AuthError, Credentials, Gate, bearer
-from .broker import BrokerUnavailable
+from . import inputs
+from .auth import AuthError, bearer
+from .brokers.base import BrokerUnavailable
+from .config import MAX_REQUEST_LINE_BYTES
 from .cors import Cors
 from .messages import InvalidInput, build_batch, build_message, check_groups, check_name
-from .peer import SocketPeer
-from .service import Service
+from .server.peer import SocketPeer
+from .service import Service, Subscription
 
 log = logging.getLogger(__name__)
 
@@ -26,12 +26,9 @@ STREAM_HEADERS = {
     "X-Accel-Buffering": "no",
 }
 STREAM_TYPE = "text/event-stream; charset=utf-8"
-CLIENT_ID_PARAMS = ("clientId", "id", "uid")
-TOKEN_COOKIE = "pushsvc_token"
 # Publishing and the admin calls; with PUSHSVC_PUBLISH_TOKEN set they need it.
 PUBLISHER_ENDPOINTS = frozenset({"publish", "legacy_push", "legacy_send", "close", "clients", "client"})
-# gunicorn's own ceiling for a request line is 8190 bytes; other servers may allow more.
-MAX_QUERY_BYTES = 8190
+MAX_QUERY_BYTES = MAX_REQUEST_LINE_BYTES
 
 
 def service() -> Service:
@@ -46,7 +43,7 @@ def create_blueprint(name: str = "pushsvc") -> Blueprint:
     bp.register_error_handler(InvalidInput, _invalid)
     bp.register_error_handler(AuthError, _refused)
     bp.register_error_handler(BrokerUnavailable, _unavailable)
-    bp.register_error_handler(HTTPException, _http_error)
+    bp.register_error_handler(HTTPException, json_http_error)
 
     # path: an id with an encoded "/" must get the 400 of a bad id, not a 404.
     bp.add_url_rule("/subscribe/<path:client_id>", view_func=subscribe, methods=["GET"])
@@ -68,60 +65,37 @@ def create_blueprint(name: str = "pushsvc") -> Blueprint:
 
 def subscribe(client_id: str | None = None) -> Response:
     svc = service()
-    args = _args()
+    query = inputs.args()
     if client_id is None:
-        client_id = next((args[p] for p in CLIENT_ID_PARAMS if p in args), None)
-        if client_id is None:
-            raise InvalidInput("a client id is required: /subscribe/<id> or ?clientId=", field="clientId")
+        client_id = inputs.client_id_of(query, "a client id is required: /subscribe/<id> or ?clientId=",
+                                        "clientId")
     check_name(client_id)
-    groups = check_groups(args.getlist("group"), svc.settings)
-    last_event_id = request.environ.get("HTTP_LAST_EVENT_ID") or _arg("lastEventId") or None
-    refusal = _admit(svc, client_id, groups, last_event_id)
-    if refusal is not None:
-        return refusal
+    groups = check_groups(query.getlist("group"), svc.settings)
+    last_event_id = request.environ.get("HTTP_LAST_EVENT_ID") or inputs.arg("lastEventId") or None
     sock = request.environ.get("gunicorn.socket")
     peer = SocketPeer(sock) if sock is not None else None
-    sub = svc.subscribe(client_id, groups, last_event_id=last_event_id, peer=peer)
+    return _render(svc.subscribe(client_id, groups, last_event_id=last_event_id,
+                                 credentials=inputs.credentials(), peer=peer))
+
+
+def _render(sub: Subscription) -> Response:
+    """The answer the service decided: a stream (or a soft refusal), 204, or a 401/403."""
+    if sub.error is not None:
+        response, status = _refused(sub.error)
+        response.status_code = status
+        return response
     if sub.status == 204:
         return Response(status=204, headers={"Cache-Control": "no-cache"})
     return Response(sub.body, status=sub.status, content_type=STREAM_TYPE, headers=STREAM_HEADERS,
                     direct_passthrough=True)
 
 
-def _admit(svc: Service, client_id: str, groups: tuple[str, ...],
-           last_event_id: str | None) -> Response | None:
-    """Raise :class:`AuthError` unless this subscribe is allowed; a soft refusal if the broker is down."""
-    svc.start()
-    try:
-        gate().subscriber(client_id, groups, _credentials())
-    except BrokerUnavailable:
-        # The ticket could not be looked up (nor spent): the browser comes back with it later.
-        return Response(svc.soft_refusal("broker unavailable", last_event_id), content_type=STREAM_TYPE,
-                        headers=STREAM_HEADERS)
-    gate().application(client_id, groups)
-    return None
-
-
-def _credentials() -> Credentials:
-    """The first of: ``Authorization: Bearer``, ``?ticket=``, ``?token=``, the ``pushsvc_token`` cookie."""
-    environ = request.environ
-    token = bearer(environ.get("HTTP_AUTHORIZATION"))
-    if token is not None:
-        return Credentials(token=token)
-    ticket = _arg("ticket")
-    if ticket:
-        return Credentials(ticket=ticket)
-    cookie = request.cookies.get(TOKEN_COOKIE) if "HTTP_COOKIE" in environ else None
-    return Credentials(token=_arg("token") or cookie or None)
-
-
 def tickets() -> tuple[Response, int]:
     """Trade the subscriber JWT in ``Authorization`` for a one-time ``?ticket=`` (30 s, one subscribe)."""
-    g = gate()
-    if not g.tokens_required:
+    gate = service().gate
+    if not gate.tokens_required:
         raise AuthError("tickets need subscriber tokens: set PUSHSVC_JWT_SECRET", status=404)
-    service().start()
-    response = jsonify(g.issue(bearer(request.headers.get("Authorization"))))
+    response = jsonify(gate.issue(bearer(request.headers.get("Authorization"))))
     response.headers["Cache-Control"] = "no-store"
     return response, 200
 
@@ -131,7 +105,7 @@ def tickets() -> tuple[Response, int]:
 
 def publish() -> tuple[Response, int]:
     svc = service()
-    payload = _payload()
+    payload = inputs.payload()
     if isinstance(payload, list):
         results = svc.publish(build_batch(payload, svc.settings))
         return _json([r.to_json() for r in results], 202)
@@ -142,11 +116,9 @@ def publish() -> tuple[Response, int]:
 def legacy_push() -> tuple[Response, int]:
     """``/push?id=&content=`` and ``/send?clientId=&content=`` of the original design."""
     svc = service()
-    values = _form_values() if request.method == "POST" else {}
-    values.update(_args().items())
-    client_id = next((values[p] for p in CLIENT_ID_PARAMS if p in values), None)
-    if client_id is None:
-        raise InvalidInput("a client id is required (?id= or ?clientId=)", field="id")
+    values = inputs.form_values() if request.method == "POST" else {}
+    values.update(inputs.args().items())
+    client_id = inputs.client_id_of(values, "a client id is required (?id= or ?clientId=)", "id")
     fields: dict[str, Any] = {"to": client_id, "data": values.get("content", values.get("data"))}
     if values.get("event"):
         fields["event"] = values["event"]
@@ -164,79 +136,13 @@ def _json(body: Any, status: int) -> Response:
     return Response(_ENCODER.encode(body) + "\n", status=status, content_type="application/json")
 
 
-def _payload() -> Any:
-    """The publish body: a JSON object or array, or form fields (``to`` may repeat)."""
-    raw = request.get_data(cache=True)
-    mimetype = request.mimetype
-    if mimetype in ("application/x-www-form-urlencoded", "multipart/form-data"):
-        return _form_values()
-    if not raw.strip():
-        raise InvalidInput("the body is empty: send a JSON object, a JSON array or form fields")
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError:
-        raise InvalidInput("the body is not valid UTF-8") from None
-    try:
-        return json.loads(text)
-    except ValueError as error:
-        raise InvalidInput(f"the body is not valid JSON: {error}") from None
-
-
-def _form_values() -> dict[str, Any]:
-    if request.mimetype == "multipart/form-data":
-        form = request.form
-        pairs = [(k, v) for k in form for v in form.getlist(k)]
-    else:
-        pairs = _decode_pairs(request.get_data(cache=True), "the form body")
-    values: dict[str, Any] = {}
-    for key, value in pairs:
-        if key == "to" and "to" in values:
-            values["to"] = [*([values["to"]] if isinstance(values["to"], str) else values["to"]), value]
-        else:
-            values[key] = value
-    return values
-
-
-def _args() -> MultiDict[str, str]:
-    """The query string, decoded strictly: werkzeug keeps an invalid escape such as ``%ED%B0`` as its
-    literal text, which would publish (or look up) something other than what was sent."""
-    environ = request.environ
-    args = environ.get("pushsvc.args")
-    if args is None:
-        args = environ["pushsvc.args"] = MultiDict(_decode_pairs(request.query_string, "the query string"))
-    return args
-
-
-def _arg(name: str) -> str | None:
-    """The first value of a query parameter, or ``None`` (MultiDict.get pays for an exception on a miss,
-    and a subscribe asks for four parameters that are usually absent)."""
-    args = _args()
-    return args[name] if name in args else None  # noqa: SIM401 - that get() is the slow one
-
-
-# Printable ASCII stays as it is; raw bytes above it (unescaped UTF-8 from a careless client) are escaped
-# first, so one strict decoder handles both.
-_URL_SAFE = "".join(chr(c) for c in range(0x21, 0x7F))
-
-
-def _decode_pairs(raw: bytes, what: str) -> list[tuple[str, str]]:
-    text = quote_from_bytes(raw, safe=_URL_SAFE)
-    try:
-        return parse_qsl(text, keep_blank_values=True, encoding="utf-8", errors="strict")
-    except (UnicodeDecodeError, ValueError):
-        raise InvalidInput(f"{what} is not valid URL-encoded UTF-8") from None
-
-
 # -- close, clients, health --------------------------------------------------------------------------
 
 
 def close(client_id: str | None = None) -> Response:
     svc = service()
     if client_id is None:
-        args = _args()
-        client_id = next((args[p] for p in CLIENT_ID_PARAMS if p in args), None)
-        if client_id is None:
-            raise InvalidInput("a client id is required: /close/<id> or ?id=", field="id")
+        client_id = inputs.client_id_of(inputs.args(), "a client id is required: /close/<id> or ?id=", "id")
     check_name(client_id)
     return jsonify({"closed": svc.close(client_id)})
 
@@ -269,23 +175,20 @@ def healthz() -> tuple[Response, int]:
 # -- errors ------------------------------------------------------------------------------------------
 
 
-def gate() -> Gate:
-    return current_app.extensions["pushsvc.gate"]
-
-
 def _guard() -> Response | None:
     """Limit the body; answer CORS preflights; refuse oversized queries and publish/admin calls without
     the token."""
     req = request._get_current_object()  # one proxy lookup instead of one per attribute
     environ = req.environ
-    req.max_content_length = service().settings.max_body_bytes
+    svc = service()
+    req.max_content_length = svc.settings.max_body_bytes
     if req.method == "OPTIONS" and "HTTP_ACCESS_CONTROL_REQUEST_METHOD" in environ:
         cors: Cors = current_app.extensions["pushsvc.cors"]
         return Response(status=204, headers=cors.preflight(environ.get("HTTP_ORIGIN")))
     if len(req.query_string) > MAX_QUERY_BYTES:
         raise InvalidInput(f"the query string is longer than {MAX_QUERY_BYTES} bytes", field="query")
     if (req.endpoint or "").rpartition(".")[2] in PUBLISHER_ENDPOINTS:
-        gate().publisher(environ.get("HTTP_AUTHORIZATION"))
+        svc.gate.publisher(environ.get("HTTP_AUTHORIZATION"))
     return None
 
 
@@ -316,6 +219,7 @@ def _unavailable(error: BrokerUnavailable) -> tuple[Response, int]:
     return jsonify({"error": "the broker cannot take events right now; nothing was published"}), 503
 
 
-def _http_error(error: HTTPException) -> tuple[Response, int]:
+def json_http_error(error: HTTPException) -> tuple[Response, int]:
+    """Any HTTP error (404, 405, 413 …) as a JSON body, like every other error pushsvc answers."""
     return jsonify({"error": error.description or error.name}), error.code or 500
 

@@ -8,12 +8,19 @@ then the defaults below. A bad value raises :class:`ConfigError` with one senten
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+import typing
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 from urllib.parse import urlsplit
 
 PREFIX = "PUSHSVC_"
+
+# The schemes of PUSHSVC_BROKER_URL, by broker: the one list that validation, the broker factory and the
+# start-up check share.
+MEMORY_SCHEMES = ("memory",)
+REDIS_SCHEMES = ("redis", "rediss", "unix")
+BROKER_SCHEMES = MEMORY_SCHEMES + REDIS_SCHEMES
 
 DEFAULT_HEARTBEAT_SECONDS = 15.0
 DEFAULT_RETRY_MS = 3000
@@ -30,6 +37,9 @@ DEFAULT_MAX_TARGETS = 1000
 DEFAULT_MAX_GROUPS = 32
 # Soft refusals (busy, broker down) ask browsers to come back after this, give or take half.
 DEFAULT_BUSY_RETRY_MS = 5000
+# The longest request line gunicorn accepts (its own maximum): the query of a subscribe that joins many
+# groups must fit, and a longer query string is refused with a clear 400 on any server.
+MAX_REQUEST_LINE_BYTES = 8190
 
 
 class ConfigError(ValueError):
@@ -88,8 +98,7 @@ class Settings:
 
     def validate(self) -> None:
         """Raise :class:`ConfigError` for the first setting that makes no sense."""
-        scheme = urlsplit(self.broker_url).scheme
-        if scheme not in ("memory", "redis", "rediss", "unix"):
+        if self.broker_scheme not in BROKER_SCHEMES:
             _fail("broker_url", f"is {self.broker_url!r}; use memory:// or redis://HOST:PORT/DB")
         if not self.url_prefix.startswith("/") or self.url_prefix.endswith("/") or " " in self.url_prefix:
             _fail("url_prefix", "must start with / and not end with / (for example /sse)")
@@ -113,35 +122,48 @@ class Settings:
 
 
 _FIELD_NAMES = {f.name for f in fields(Settings)}
-_FIELD_TYPES = {f.name: f.type for f in fields(Settings)}
 
 
 def _fail(name: str, why: str) -> None:
     raise ConfigError(f"{PREFIX}{name.upper()} {why}")
 
 
+def _to_int(value: Any) -> int:
+    if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+        raise ValueError(value)
+    return int(value)
+
+
+def _to_float(value: Any) -> float:
+    if isinstance(value, bool):
+        raise ValueError(value)
+    return float(value)
+
+
+def _to_list(value: Any) -> tuple[str, ...]:
+    items = value.split(",") if isinstance(value, str) else list(value)
+    return tuple(item.strip().rstrip("/") for item in items if item.strip())
+
+
+def _to_optional_text(value: Any) -> str | None:
+    return None if value is None or value == "" else str(value)
+
+
+# Converter and description by the field's real type (resolved, not its annotation's spelling): a field of
+# a type not listed here fails at import, never converts silently.
+_CONVERTERS: dict[Any, tuple[Callable[[Any], Any], str]] = {
+    int: (_to_int, "a whole number"),
+    float: (_to_float, "a number"),
+    str: (str, "text"),
+    str | None: (_to_optional_text, "text"),
+    tuple[str, ...]: (_to_list, "a comma separated list"),
+}
+_FIELD_CONVERTERS = {name: _CONVERTERS[kind] for name, kind in typing.get_type_hints(Settings).items()}
+
+
 def _convert(name: str, value: Any) -> Any:
-    kind = _FIELD_TYPES[name]
+    convert, description = _FIELD_CONVERTERS[name]
     try:
-        if kind == "int":
-            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
-                raise ValueError
-            return int(value)
-        if kind == "float":
-            if isinstance(value, bool):
-                raise ValueError
-            return float(value)
-        if kind == "tuple[str, ...]":
-            items = value.split(",") if isinstance(value, str) else list(value)
-            return tuple(item.strip().rstrip("/") for item in items if item.strip())
-        if kind == "str | None":
-            return None if value is None or value == "" else str(value)
-        return str(value)
+        return convert(value)
     except (TypeError, ValueError):
-        raise ConfigError(f"{PREFIX}{name.upper()} must be {_describe(kind)}, not {value!r}") from None
-
-
-def _describe(kind: str) -> str:
-    return {"int": "a whole number", "float": "a number", "tuple[str, ...]": "a comma separated list"}.get(
-        kind, "text"
-    )
+        raise ConfigError(f"{PREFIX}{name.upper()} must be {description}, not {value!r}") from None

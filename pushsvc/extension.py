@@ -8,13 +8,13 @@ from typing import Any
 
 from flask import Flask, current_app, has_app_context
 
-from .auth import Authorizer, Gate
+from .auth import Authorizer
 from .blueprint import create_blueprint
 from .config import Settings
 from .cors import Cors
-from .messages import build_batch, check_data, check_event_name, check_name, check_retry
+from .messages import build_batch, check_name, compose
+from .model import Target
 from .service import Service
-from .targets import Target
 
 log = logging.getLogger(__name__)
 
@@ -42,9 +42,8 @@ class Push:
     def init_app(self, app: Flask, **settings: Any) -> None:
         merged = {**self._settings, **settings}
         config = Settings.load(app.config.get("PUSHSVC"), **merged)
-        service = Service(config)
+        service = Service(config, authorizers=self._authorizers)
         app.extensions[EXTENSION_KEY] = service
-        app.extensions["pushsvc.gate"] = Gate(config, service.broker, authorizers=self._authorizers)
         app.extensions["pushsvc.cors"] = Cors(config.cors_origins)
         if config.jwt_secret is not None and config.publish_token is None:
             log.warning("PUSHSVC_JWT_SECRET is set but PUSHSVC_PUBLISH_TOKEN is not: anyone who can reach "
@@ -122,6 +121,5 @@ class Push:
 
     def _send(self, target: Target, data: Any, event: str | None, retry: int | None) -> str:
         service = self.service
-        check_data(data, service.settings)
-        return service.send(target, data, event=None if event is None else check_event_name(event),
-                            retry=None if retry is None else check_retry(retry))
+        message = compose(target, data, service.settings, event=event, retry=retry)
+        return service.publish([message])[0].id

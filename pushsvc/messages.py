@@ -1,7 +1,9 @@
-"""Turn what a publisher sent into :class:`~pushsvc.broker.Message` objects, or say exactly what is wrong.
+"""Turn what a publisher sent into :class:`~pushsvc.model.Message` objects, or say exactly what is wrong.
 
-No Flask here: the HTTP blueprint and the Python API share these rules, so an event the API accepts is an
-event the HTTP surface accepts, and the other way round.
+The one place a message is built: :func:`compose` validates and encodes Python values once, and every
+route goes through it (``POST /sse/publish`` and the legacy forms by :func:`build_message`, the Python API,
+and the service's own close event). No Flask here, so an event the API accepts is an event the HTTP surface
+accepts, and the other way round.
 """
 
 from __future__ import annotations
@@ -11,9 +13,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from . import wire
-from .broker import Message
 from .config import Settings
-from .targets import Target
+from .model import Message, Target
 
 MAX_NAME_BYTES = 128
 MAX_EVENT_NAME_BYTES = 64
@@ -22,10 +23,11 @@ MAX_RETRY_MS = 24 * 3600 * 1000
 RESERVED_EVENTS = frozenset({"open", "error", "close", "reset", "busy"})
 TARGET_FIELDS = ("to", "group", "prefix", "broadcast")
 ALLOWED_FIELDS = frozenset({*TARGET_FIELDS, "data", "event", "retry"})
+CLOSE_DATA = {"reason": "closed by the server"}
 
 # Whitespace of any script, "/" (path separator), and C0/C1 control characters.
 _BAD_NAME_CHAR = re.compile(r"[\s/\x00-\x1f\x7f-\x9f]")
-_EVENT_ID = re.compile(r"[0-9A-Za-z._-]{1,64}")
+_EVENT_ID = re.compile(rf"[0-9A-Za-z._-]{{1,{MAX_EVENT_ID_BYTES}}}")
 _TRUE = frozenset({"true", "1", "yes", "on"})
 _FALSE = frozenset({"false", "0", "no", "off", ""})
 
@@ -111,6 +113,23 @@ def check_data(value: Any, settings: Settings) -> str:
     return text
 
 
+def compose(target: Target, data: Any, settings: Settings, *, event: str | None = None,
+            retry: int | None = None) -> Message:
+    """A validated message: ``data`` (a string, or any JSON value) encoded once, with its fields."""
+    if data is None:
+        raise InvalidInput("data is required", field="data")
+    text = check_data(data, settings)
+    event = None if event is None else check_event_name(event)
+    retry = None if retry is None else check_retry(retry)
+    return Message(target, wire.encode_body(text, event=event, retry=retry))
+
+
+def close_message(client_id: str) -> Message:
+    """``event: close`` for every stream of ``client_id``: the last event each of them gets."""
+    body = wire.encode_body(wire.data_text(CLOSE_DATA), event="close")
+    return Message(Target.clients([check_name(client_id)]), body, close=True)
+
+
 def build_message(fields: Mapping[str, Any], settings: Settings) -> Message:
     """One publish object (``to``/``group``/``prefix``/``broadcast``, ``data``, ``event``, ``retry``)."""
     if not isinstance(fields, Mapping):
@@ -119,13 +138,8 @@ def build_message(fields: Mapping[str, Any], settings: Settings) -> Message:
     if unknown:
         raise InvalidInput(f"unknown field {unknown[0]!r}; allowed: {', '.join(sorted(ALLOWED_FIELDS))}",
                            field=unknown[0])
-    target = build_target(fields, settings)
-    if fields.get("data") is None:
-        raise InvalidInput("data is required", field="data")
-    text = check_data(fields["data"], settings)
-    event = check_event_name(fields["event"]) if fields.get("event") is not None else None
-    retry = check_retry(fields["retry"]) if fields.get("retry") is not None else None
-    return Message(target, wire.encode_body(text, event=event, retry=retry))
+    return compose(build_target(fields, settings), fields.get("data"), settings,
+                   event=fields.get("event"), retry=fields.get("retry"))
 
 
 def build_target(fields: Mapping[str, Any], settings: Settings) -> Target:

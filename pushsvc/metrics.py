@@ -17,8 +17,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, 
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 
 from . import stats
-from .broker import RESET_EXPIRED, RESET_UNKNOWN
-from .targets import KINDS
+from .model import KINDS, RESET_REASONS
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 # Read once: prometheus_client chose file-backed or in-memory values when it was imported.
@@ -49,4 +48,4 @@ def _prime(metric: Counter, labels: Iterable[str]) -> None:
 _prime(stats.PUBLISHED, KINDS)
 _prime(stats.DELIVERED, KINDS)
 _prime(stats.SLOW_DISCONNECTS, ("queue full", "write timeout"))
-_prime(stats.RESETS, (RESET_UNKNOWN, RESET_EXPIRED))
+_prime(stats.RESETS, RESET_REASONS)

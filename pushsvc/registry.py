@@ -12,33 +12,13 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
 from typing import Any
 
 from gevent.queue import Full, Queue
 
-from .targets import Target
+from .model import ClientInfo, Frame, Target
 
 log = logging.getLogger(__name__)
-
-
-class Frame:
-    """Encoded bytes for the wire, with the broker's ordering ``key`` (``None`` for comments).
-
-    One frame is made per event and shared by every connection it goes to. ``end`` asks the stream to
-    stop after writing it.
-    """
-
-    __slots__ = ("data", "end", "event_id", "key")
-
-    def __init__(self, data: bytes, key: Any = None, *, event_id: str | None = None, end: bool = False):
-        self.data = data
-        self.key = key
-        self.event_id = event_id
-        self.end = end
-
-    def __repr__(self) -> str:
-        return f"Frame(id={self.event_id!r}, end={self.end}, {len(self.data)} bytes)"
 
 
 class Connection:
@@ -56,7 +36,8 @@ class Connection:
         self.opened = time.monotonic()
         self.sent = 0
         self.dead = False
-        # Replayed events may also arrive live while replay runs; keys up to this one are dropped once.
+        # Events up to this ordering key were (or will be) written another way: by the replay, or before
+        # the stream registered. Arriving live as well, they are dropped once; see skip_through().
         self.skip_until: Any = None
         # Set while the server is writing to this connection's socket; the watchdog reads it.
         self.writing_since: float | None = None
@@ -64,15 +45,10 @@ class Connection:
     def __repr__(self) -> str:
         return f"Connection({self.client_id!r}, groups={self.groups})"
 
-
-@dataclass(slots=True)
-class ClientInfo:
-    id: str
-    connections: int = 0
-    groups: set[str] = field(default_factory=set)
-
-    def to_json(self) -> dict[str, Any]:
-        return {"id": self.id, "connections": self.connections, "groups": sorted(self.groups)}
+    def skip_through(self, key: Any) -> None:
+        """Do not write live events whose ordering key is ``key`` or older (``None``: nothing to skip)."""
+        if key is not None and (self.skip_until is None or key > self.skip_until):
+            self.skip_until = key
 
 
 class Registry:
@@ -201,9 +177,6 @@ class Registry:
         """Connections stuck in one socket write for longer than ``timeout`` seconds."""
         return [c for c in self.connections
                 if c.writing_since is not None and now - c.writing_since > timeout]
-
-    def client_ids(self) -> list[str]:
-        return list(self._sorted_ids)
 
     def clients(self) -> dict[str, ClientInfo]:
         result: dict[str, ClientInfo] = {}

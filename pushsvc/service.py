@@ -1,7 +1,9 @@
-"""The facade: publish, close, presence, and the life of one stream. No Flask here.
+"""The facade: admission, publish, close, presence, and the worker's life cycle. No Flask here.
 
 One :class:`Service` per application per worker process. It starts lazily, in the worker, on first use:
-the broker's reader and one housekeeping greenlet that sends heartbeats and cuts off stalled sockets.
+the broker's delivery and one housekeeping greenlet that sends heartbeats and cuts off stalled sockets.
+Every subscribe is decided here, in :meth:`Service.subscribe` (credentials in, a :class:`Subscription`
+out); the HTTP layer only renders the answer.
 """
 
 from __future__ import annotations
@@ -11,56 +13,40 @@ import os
 import random
 import time
 import weakref
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar
 
 import gevent
 from gevent.queue import Full
 
 from . import wire
-from .broker import Broker, BrokerUnavailable, Message, is_close_id
+from .auth import AuthError, Authorizer, Credentials, Gate
 from .brokers import create_broker
+from .brokers.base import Broker, BrokerUnavailable
 from .config import Settings
-from .messages import is_event_id
-from .registry import ClientInfo, Connection, Frame, Registry
+from .messages import close_message, is_event_id
+from .model import ClientInfo, Frame, Message, Published, is_close_id
+from .registry import Connection, Registry
 from .stats import Stats
-from .targets import Target
+from .stream import Peer, open_stream
 
 log = logging.getLogger(__name__)
 
 HEARTBEAT_FRAME = Frame(wire.HEARTBEAT)
-# Queued when the client hangs up, to wake its stream; never written.
-HANG_UP = Frame(b"", end=True)
-# A connection that is behind gets up to this many queued events in one socket write.
-MAX_FRAMES_PER_WRITE = 256
-CLOSE_DATA = {"reason": "closed by the server"}
-
-
-class Peer(Protocol):
-    """The client's socket as the service needs it (see :class:`pushsvc.peer.SocketPeer`)."""
-
-    def cut(self) -> None: ...
-
-    def watch(self, on_hangup: Callable[[], None]) -> Callable[[], None]: ...
-
-
-@dataclass(frozen=True, slots=True)
-class Published:
-    id: str
-    online: int
-
-    def to_json(self) -> dict[str, Any]:
-        return {"id": self.id, "online": self.online}
+NO_CREDENTIALS = Credentials()
 
 
 @dataclass(frozen=True, slots=True)
 class Subscription:
-    """What to answer a subscribe with: a status, and the body when it is a stream."""
+    """How to answer a subscribe: ``200`` with a body (a stream, or a soft refusal that ends at once),
+    ``204`` (closed for good), or ``401``/``403`` with the :class:`AuthError` to show."""
 
     status: int
     body: Iterator[bytes] | None = None
+    #: Why it is not a stream: "closed", "restarting", "full", "broker unavailable", or the auth error's.
     reason: str = ""
+    error: AuthError | None = None
 
 
 class Service:
@@ -69,9 +55,11 @@ class Service:
     #: The services started in this process; the gunicorn worker drains them all on shutdown.
     started: ClassVar[weakref.WeakSet[Service]] = weakref.WeakSet()
 
-    def __init__(self, settings: Settings, broker: Broker | None = None):
+    def __init__(self, settings: Settings, broker: Broker | None = None, *,
+                 authorizers: Sequence[Authorizer] = ()):
         self.settings = settings
         self.broker = broker or create_broker(settings)
+        self.gate = Gate(settings, self.broker.tickets, authorizers=authorizers)
         self.stats = Stats()
         self.registry = Registry(on_slow=self._on_slow)
         self.registry.delivered = self.stats.delivered
@@ -155,27 +143,21 @@ class Service:
             raise BrokerUnavailable("this worker is shutting down and its broker keeps nothing")
         try:
             with self.stats.publish_seconds.time():
-                published = self.broker.publish_counted(messages)
+                published = self.broker.publish(messages)
         except BrokerUnavailable:
             self.stats.broker_errors += 1
             raise
         for message in messages:
             self.stats.published[message.target.kind] += 1
         if log.isEnabledFor(logging.DEBUG):
-            for message, (event_id, count) in zip(messages, published, strict=True):
-                log.debug("published %s to %s %s (%d online)", event_id, message.target.kind,
-                          ",".join(message.target.values), count)
-        return [Published(i, n) for i, n in published]
-
-    def send(self, target: Target, data: Any, *, event: str | None = None, retry: int | None = None) -> str:
-        """Publish one event built from Python values; returns its id. Validation is the caller's."""
-        body = wire.encode_body(wire.data_text(data), event=event, retry=retry)
-        return self.publish([Message(target, body)])[0].id
+            for message, result in zip(messages, published, strict=True):
+                log.debug("published %s to %s %s (%d online)", result.id, message.target.kind,
+                          ",".join(message.target.values), result.online)
+        return published
 
     def close(self, client_id: str) -> int:
         """End every stream of ``client_id``, on every worker; returns how many were open."""
-        body = wire.encode_body(wire.data_text(CLOSE_DATA), event="close")
-        result = self.publish([Message(Target.clients([client_id]), body, close=True)])[0]
+        result = self.publish([close_message(client_id)])[0]
         log.info("close %s: %d streams, event %s", client_id, result.online, result.id)
         return result.online
 
@@ -201,10 +183,25 @@ class Service:
         groups: Iterable[str] = (),
         *,
         last_event_id: str | None = None,
+        credentials: Credentials = NO_CREDENTIALS,
         peer: Peer | None = None,
     ) -> Subscription:
-        """Admit a stream, or say why not. ``peer`` is the client's socket, to cut off or watch."""
+        """Decide a subscribe, in order: its credentials (tokens, tickets, the application's own
+        ``authorize``), a reconnect after a close, then whether this worker can take a stream now.
+
+        ``peer`` is the client's socket, to cut off or watch. Every refusal is counted, by reason.
+        """
         self.start()
+        groups = tuple(groups)
+        try:
+            self.gate.subscriber(client_id, groups, credentials)
+            self.gate.application(client_id, groups)
+        except AuthError as error:
+            self.stats.refused["unauthorized" if error.status == 401 else "forbidden"] += 1
+            return Subscription(error.status, reason=error.message, error=error)
+        except BrokerUnavailable:
+            # The ticket could not be looked up (nor spent): the browser comes back with it later.
+            return self._busy("broker unavailable", last_event_id)
         if last_event_id and is_close_id(last_event_id):
             self.stats.refused["closed"] += 1
             return Subscription(204, reason="closed")
@@ -216,17 +213,21 @@ class Service:
             return self._busy("broker unavailable", last_event_id)
         conn = Connection(client_id, groups, queue_size=self.settings.queue_size,
                           cut=peer.cut if peer is not None else None)
-        return Subscription(200, self._stream(conn, last_event_id, peer))
+        body = open_stream(conn, broker=self.broker, registry=self.registry, stats=self.stats,
+                           retry_ms=self.settings.retry_ms, last_event_id=last_event_id, peer=peer,
+                           refuse=self._refuse)
+        return Subscription(200, body)
 
     def _busy(self, reason: str, last_event_id: str | None) -> Subscription:
-        self.stats.refused[reason] += 1
-        return Subscription(200, iter([self.soft_refusal(reason, last_event_id)]), reason=reason)
+        return Subscription(200, iter([self._refuse(reason, last_event_id)]), reason=reason)
 
-    def soft_refusal(self, reason: str, last_event_id: str | None) -> bytes:
-        """``retry:`` with jitter and ``event: busy``: the browser comes back later, all at different times.
+    def _refuse(self, reason: str, last_event_id: str | None) -> bytes:
+        """Count a soft refusal and give its bytes: ``retry:`` with jitter and ``event: busy``, so the
+        browser comes back later, all of them at different times.
 
         The event repeats the client's own Last-Event-ID, so its resume point survives the refusal.
         """
+        self.stats.refused[reason] += 1
         delay = self.jittered_retry_ms()
         echo = last_event_id if last_event_id and is_event_id(last_event_id) else ""
         return wire.retry(delay) + wire.encode(echo, {"reason": reason, "retry": delay}, event="busy")
@@ -234,115 +235,3 @@ class Service:
     def jittered_retry_ms(self) -> int:
         """A reconnection delay of ``busy_retry_ms``, give or take half, different for every caller."""
         return int(self.settings.busy_retry_ms * random.uniform(0.5, 1.5))
-
-    def _stream(self, conn: Connection, last_event_id: str | None, peer: Peer | None) -> Iterator[bytes]:
-        registry = self.registry
-        registry.add(conn)
-        unwatch = peer.watch(lambda: self._hung_up(conn)) if peer is not None else None
-        self.stats.connections_opened += 1
-        log.info("connect %s groups=%s worker=%s resume=%s", conn.client_id, ",".join(conn.groups),
-                 os.getpid(), last_event_id or "-")
-        ended = "client gone"
-        try:
-            yield wire.retry(self.settings.retry_ms)
-            if last_event_id:
-                head, end = self._resume(conn, last_event_id)
-                if head:
-                    yield head
-                if end:
-                    ended = "closed"
-                    return
-            ended = yield from self._live(conn)
-        except BrokerUnavailable:
-            ended = "broker unavailable"
-            yield self.soft_refusal("broker unavailable", None)
-        finally:
-            if unwatch is not None:
-                unwatch()
-            registry.remove(conn)
-            self.stats.connections_closed += 1
-            if conn.dead and ended == "client gone":
-                ended = "cut off"
-            log.info("disconnect %s worker=%s after %.1f s, %d events: %s", conn.client_id, os.getpid(),
-                     time.monotonic() - conn.opened, conn.sent, ended)
-
-    def _hung_up(self, conn: Connection) -> None:
-        """The client closed its end: leave the registry now and wake the stream so it ends."""
-        if conn.dead:
-            return
-        conn.dead = True
-        self.registry.remove(conn)
-        try:
-            conn.queue.put_nowait(HANG_UP)
-        except Full:
-            conn.cut()  # the stream is in a write, which the shutdown fails
-
-    def _resume(self, conn: Connection, last_event_id: str) -> tuple[bytes, bool]:
-        """The replayed bytes (or a reset event), and whether the stream must end after them."""
-        replay = self.broker.replay(last_event_id, conn.client_id, conn.groups)
-        self.stats.replays += 1
-        if replay.reset:
-            self.stats.resets[replay.reset] += 1
-            log.info("reset %s worker=%s: %s (Last-Event-ID %s)", conn.client_id, os.getpid(),
-                     replay.reset, last_event_id)
-            data = {"reason": replay.reset, "lastEventId": last_event_id}
-            return wire.encode(replay.head_id, data, event="reset"), False
-        frames = replay.frames
-        if not frames:
-            return b"", False
-        self.stats.replayed_events += len(frames)
-        conn.sent += len(frames)
-        conn.skip_until = frames[-1].key
-        for index, frame in enumerate(frames):
-            if frame.end:
-                return b"".join(f.data for f in frames[: index + 1]), True
-        return b"".join(f.data for f in frames), False
-
-    def _live(self, conn: Connection) -> Iterator[bytes]:
-        """Write queued frames until one ends the stream; returns why it ended."""
-        queue = conn.queue
-        get, get_nowait, qsize = queue.get, queue.get_nowait, queue.qsize
-        clock = time.monotonic
-        while True:
-            frame = get()
-            if frame is HANG_UP:
-                return "client gone"
-            if qsize() == 0 and conn.skip_until is None:
-                # The common case: one event, written as it is.
-                conn.writing_since = clock()
-                yield frame.data
-                conn.writing_since = None
-                if frame.event_id is not None:
-                    conn.sent += 1
-                if frame.end:
-                    return "closed"
-                continue
-            batch = [frame]
-            for _ in range(min(qsize(), MAX_FRAMES_PER_WRITE)):
-                batch.append(get_nowait())
-            if HANG_UP in batch:
-                return "client gone"
-            if conn.skip_until is not None:
-                batch = self._skip_replayed(conn, batch)
-            end = next((i for i, f in enumerate(batch) if f.end), None)
-            if end is not None:
-                batch = batch[: end + 1]
-            if batch:
-                conn.writing_since = clock()
-                yield b"".join(f.data for f in batch)
-                conn.writing_since = None
-                conn.sent += sum(1 for f in batch if f.event_id is not None)
-            if end is not None:
-                return "closed"
-
-    @staticmethod
-    def _skip_replayed(conn: Connection, batch: list[Frame]) -> list[Frame]:
-        """Drop frames already written by the replay; once a newer one is seen, stop checking."""
-        kept = []
-        for frame in batch:
-            if frame.key is None or conn.skip_until is None:
-                kept.append(frame)
-            elif frame.key > conn.skip_until:
-                conn.skip_until = None
-                kept.append(frame)
-        return kept

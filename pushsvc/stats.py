@@ -36,8 +36,9 @@ SLOW_DISCONNECTS = Counter("pushsvc_slow_disconnects",
 REPLAYS = Counter("pushsvc_replays", "Resumes with a Last-Event-ID.")
 REPLAYED_EVENTS = Counter("pushsvc_replayed_events", "Events written from history on resume.")
 RESETS = Counter("pushsvc_resets", "Resumes answered with event: reset, by reason.", ["reason"])
-REFUSED = Counter("pushsvc_refused", "Subscribes turned away (busy, restarting, closed), by reason.",
-                  ["reason"])
+REFUSED = Counter("pushsvc_refused",
+                  "Subscribes turned away (full, restarting, broker unavailable, closed, unauthorized, "
+                  "forbidden), by reason.", ["reason"])
 BROKER_ERRORS = Counter("pushsvc_broker_errors", "Publishes the broker could not take.")
 DRAINED = Counter("pushsvc_drained_connections",
                   "Streams ended with a retry hint because their worker was shutting down.")
@@ -102,7 +103,7 @@ class Stats:
         self.delivered = LabelledCounter(DELIVERED)  # by target kind; the registry counts into it
         self.slow_disconnects = LabelledCounter(SLOW_DISCONNECTS)  # by reason
         self.resets = LabelledCounter(RESETS)  # by reason
-        self.refused = LabelledCounter(REFUSED)  # busy, restarting, closed
+        self.refused = LabelledCounter(REFUSED)  # full, restarting, broker unavailable, closed, auth
         self.publish_seconds = PUBLISH_SECONDS
 
     @staticmethod

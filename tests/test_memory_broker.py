@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 from pushsvc import wire
-from pushsvc.broker import RESET_EXPIRED, RESET_UNKNOWN, Message, is_close_id
-from pushsvc.memory_broker import MemoryBroker
+from pushsvc.brokers.memory import MemoryBroker
+from pushsvc.model import RESET_EXPIRED, RESET_UNKNOWN, Message, Target, is_close_id
 from pushsvc.registry import Registry
-from pushsvc.targets import Target
+
+
+def publish(broker, messages):
+    """Publish through the broker; the ids it answered."""
+    return [p.id for p in broker.publish(messages)]
 
 
 def message(target: Target, text: str, close: bool = False) -> Message:
@@ -21,15 +25,15 @@ def broker(size: int = 100, ttl: float = 600) -> MemoryBroker:
 
 def test_ids_increase_and_carry_the_epoch():
     b = broker()
-    ids = b.publish([message(Target.everyone(), "a"), message(Target.everyone(), "b")])
-    ids += b.publish([message(Target.everyone(), "c")])
+    ids = publish(b, [message(Target.everyone(), "a"), message(Target.everyone(), "b")])
+    ids += publish(b, [message(Target.everyone(), "c")])
     assert ids == [f"{b.epoch}-1", f"{b.epoch}-2", f"{b.epoch}-3"]
 
 
 def test_replay_gives_what_the_connection_would_have_received():
     b = broker()
-    first = b.publish([message(Target.clients(["u1"]), "start")])[0]
-    b.publish([
+    first = publish(b, [message(Target.clients(["u1"]), "start")])[0]
+    publish(b, [
         message(Target.clients(["u2"]), "not-mine"),
         message(Target.clients(["u1", "u3"]), "mine"),
         message(Target.group("g"), "group"),
@@ -45,7 +49,7 @@ def test_replay_gives_what_the_connection_would_have_received():
 
 def test_unknown_ids_reset():
     b = broker()
-    b.publish([message(Target.everyone(), "x")])
+    publish(b, [message(Target.everyone(), "x")])
     for bad in ["nonsense", f"{b.epoch - 1}-1", f"{b.epoch}-99", f"{b.epoch}-", f"{b.epoch}-\uff11"]:
         replay = b.replay(bad, "u1", [])
         assert replay.reset == RESET_UNKNOWN, bad
@@ -54,7 +58,7 @@ def test_unknown_ids_reset():
 
 def test_ids_older_than_the_history_reset():
     b = broker(size=3)
-    ids = b.publish([message(Target.everyone(), str(n)) for n in range(6)])
+    ids = publish(b, [message(Target.everyone(), str(n)) for n in range(6)])
     assert b.replay(ids[0], "u", []).reset == RESET_EXPIRED
     assert b.replay(ids[1], "u", []).reset == RESET_EXPIRED
     replay = b.replay(ids[2], "u", [])
@@ -65,8 +69,8 @@ def test_ttl_expires_history():
     now = [1000.0]
     b = broker()
     b.history._clock = lambda: now[0]
-    ids = b.publish([message(Target.everyone(), "old")])
-    b.publish([message(Target.everyone(), "old2")])
+    ids = publish(b, [message(Target.everyone(), "old")])
+    publish(b, [message(Target.everyone(), "old2")])
     now[0] += 601
     assert b.replay(ids[0], "u", []).reset == RESET_EXPIRED
     # Nothing retained, but the client saw the newest event: nothing is missing.
@@ -78,11 +82,11 @@ def test_expired_events_leave_memory_as_new_ones_come():
     b = broker(size=10_000, ttl=10)
     b.history._clock = lambda: now[0]
     for _ in range(100):
-        b.publish([message(Target.everyone(), "tick")])
+        publish(b, [message(Target.everyone(), "tick")])
         now[0] += 1
     # Ten seconds of events are kept (the eleventh is exactly on the horizon), not all 100.
     assert len(b.history) == 11
-    ids = b.publish([message(Target.everyone(), "last")])
+    ids = publish(b, [message(Target.everyone(), "last")])
     assert len(b.replay(f"{b.epoch}-95", "u", []).frames) == 6
     assert b.replay(f"{b.epoch}-80", "u", []).reset == RESET_EXPIRED
     assert ids[0] == f"{b.epoch}-101"
@@ -90,8 +94,8 @@ def test_expired_events_leave_memory_as_new_ones_come():
 
 def test_close_events_are_marked_and_end_the_stream():
     b = broker()
-    before = b.publish([message(Target.everyone(), "x")])[0]
-    close_id = b.publish([message(Target.clients(["u1"]), "bye", close=True)])[0]
+    before = publish(b, [message(Target.everyone(), "x")])[0]
+    close_id = publish(b, [message(Target.clients(["u1"]), "bye", close=True)])[0]
     assert is_close_id(close_id)
     replay = b.replay(before, "u1", [])
     assert replay.frames[-1].end and replay.frames[-1].event_id == close_id

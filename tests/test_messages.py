@@ -6,7 +6,7 @@ import pytest
 
 from pushsvc.config import Settings
 from pushsvc.messages import InvalidInput, build_batch, build_message, check_groups, check_name
-from pushsvc.targets import Target
+from pushsvc.model import Target
 
 SETTINGS = Settings.load(environ={}, max_message_bytes=100, max_targets=3, max_groups=2, max_batch=3)
 

@@ -149,7 +149,7 @@ def test_metrics_is_prometheus_text_with_help(metered):
     assert healthz["status"] == "ok" and healthz["broker"] == "memory"
 
 
-HAS_REDIS_BROKER = importlib.util.find_spec("pushsvc.redis_broker") is not None
+HAS_REDIS_BROKER = importlib.util.find_spec("pushsvc.brokers.redis.broker") is not None
 
 
 @pytest.mark.skipif(not HAS_REDIS_BROKER,

@@ -9,15 +9,25 @@ from collections.abc import Iterator
 import pytest
 import redis
 
-from pushsvc.broker import CLOSE_MARK, RESET_EXPIRED, RESET_UNKNOWN, BrokerUnavailable, Message
+from pushsvc.brokers.base import BrokerUnavailable
+from pushsvc.brokers.redis.broker import RedisBroker
+from pushsvc.brokers.redis.check import check_reachable
+from pushsvc.brokers.redis.reader import Reader, write_canary
 from pushsvc.config import ConfigError
-from pushsvc.redis_broker import RedisBroker
-from pushsvc.redis_check import check_reachable
-from pushsvc.redis_reader import Reader, write_canary
+from pushsvc.model import CLOSE_MARK, RESET_EXPIRED, RESET_UNKNOWN, Message, Target
 from pushsvc.registry import Connection, Registry
-from pushsvc.targets import Target
 
 from .servers import free_port
+
+
+def publish(broker, messages):
+    """Publish through the broker; the ids it answered."""
+    return [p.id for p in broker.publish(messages)]
+
+
+def online(broker, target):
+    """The open streams of the whole service a target addresses, as a publish to it answers."""
+    return broker.publish([Message(target, b"data: count\n")])[0].online
 
 ID = re.compile(r"[0-9A-Za-z._-]{1,64}")
 
@@ -56,8 +66,8 @@ def connect(registry: Registry, client_id: str, *groups: str) -> Connection:
 
 def test_ids_are_short_safe_increasing_and_mark_closes(make):
     broker = make()
-    ids = broker.publish([Message(Target.everyone(), body(str(i))) for i in range(50)])
-    ids += broker.publish([Message(Target.clients(["a"]), body("bye"), close=True)])
+    ids = publish(broker, [Message(Target.everyone(), body(str(i))) for i in range(50)])
+    ids += publish(broker, [Message(Target.clients(["a"]), body("bye"), close=True)])
     assert all(ID.fullmatch(i) for i in ids)
     keys = [tuple(int(p) for p in i.removesuffix(CLOSE_MARK).split("-")) for i in ids]
     assert keys == sorted(keys) and len(set(keys)) == len(keys)
@@ -66,8 +76,8 @@ def test_ids_are_short_safe_increasing_and_mark_closes(make):
 
 def test_replay_gives_what_the_connection_would_have_received(make):
     broker = make()
-    start = broker.publish([Message(Target.clients(["x"]), body("start"))])[0]
-    ids = broker.publish([
+    start = publish(broker, [Message(Target.clients(["x"]), body("start"))])[0]
+    ids = publish(broker, [
         Message(Target.clients(["a", "b"]), body("to-a-b")),
         Message(Target.clients(["b"]), body("to-b")),
         Message(Target.group("g"), body("group-g")),
@@ -87,36 +97,36 @@ def test_replay_gives_what_the_connection_would_have_received(make):
 
 def test_replay_pages_through_a_long_gap(make):
     broker = make(history_size=5000)
-    first = broker.publish([Message(Target.everyone(), body("first"))])[0]
-    ids = broker.publish([Message(Target.everyone(), body(str(i))) for i in range(2500)])
+    first = publish(broker, [Message(Target.everyone(), body("first"))])[0]
+    ids = publish(broker, [Message(Target.everyone(), body(str(i))) for i in range(2500)])
     assert [f.event_id for f in broker.replay(first, "anyone", []).frames] == ids
 
 
 @pytest.mark.parametrize("bad", ["", "garbage", "1-2", "1-2-3-4", "12-1-0", "\uff19-1-1", "1-1-1.close"])
 def test_unknown_ids_reset(make, bad):
     broker = make()
-    head = broker.publish([Message(Target.everyone(), body("x"))])[0]
+    head = publish(broker, [Message(Target.everyone(), body("x"))])[0]
     replay = broker.replay(bad, "a", [])
     assert replay.reset == RESET_UNKNOWN and replay.frames == [] and replay.head_id == head
 
 
 def test_an_id_from_the_future_or_another_generation_resets(make, redis_server):
     broker = make()
-    head = broker.publish([Message(Target.everyone(), body("x"))])[0]
+    head = publish(broker, [Message(Target.everyone(), body("x"))])[0]
     generation, ms, _ = head.split("-")
     assert broker.replay(f"{generation}-{int(ms) + 10_000}-0", "a", []).reset == RESET_UNKNOWN
     redis.Redis.from_url(redis_server.url).flushall()  # Redis restarted empty
-    again = broker.publish([Message(Target.everyone(), body("y"))])[0]
+    again = publish(broker, [Message(Target.everyone(), body("y"))])[0]
     assert int(again.split("-")[0]) > int(generation)
     assert broker.replay(head, "a", []).reset == RESET_UNKNOWN
 
 
 def test_events_older_than_the_ttl_reset_as_expired(make):
     broker = make(history_ttl_seconds=0.2)
-    old = broker.publish([Message(Target.everyone(), body("old"))])[0]
-    broker.publish([Message(Target.everyone(), body("mid"))])
+    old = publish(broker, [Message(Target.everyone(), body("old"))])[0]
+    publish(broker, [Message(Target.everyone(), body("mid"))])
     time.sleep(0.3)
-    fresh = broker.publish([Message(Target.everyone(), body("fresh"))])
+    fresh = publish(broker, [Message(Target.everyone(), body("fresh"))])
     replay = broker.replay(old, "a", [])
     assert replay.reset == RESET_EXPIRED and replay.head_id == fresh[0]
 
@@ -126,7 +136,7 @@ def test_resume_from_the_head_of_an_empty_stream(make):
     head = broker.replay("junk", "a", []).head_id
     assert head.endswith("-0-0")
     assert broker.replay(head, "a", []).frames == []
-    ids = broker.publish([Message(Target.everyone(), body("1")), Message(Target.everyone(), body("2"))])
+    ids = publish(broker, [Message(Target.everyone(), body("1")), Message(Target.everyone(), body("2"))])
     assert [f.event_id for f in broker.replay(head, "a", []).frames] == ids
 
 
@@ -145,13 +155,13 @@ def test_presence_and_online_span_workers(make):
         assert list(clients) == ["a", "ab", "b"]
         assert clients["a"].connections == 2 and clients["a"].groups == {"g1", "g2"}
         assert broker.client("b").connections == 1 and broker.client("zz") is None
-        assert broker.online(Target.everyone()) == 4
-        assert broker.online(Target.group("g1")) == 2
-        assert broker.online(Target.clients(["a", "b", "c"])) == 3
-        assert broker.online(Target.prefix("a")) == 3
-    counted = script.publish_counted([Message(Target.group("g2"), body("x")),
-                                      Message(Target.clients(["ab"]), body("y"))])
-    assert [n for _, n in counted] == [1, 1]
+        assert online(broker, Target.everyone()) == 4
+        assert online(broker, Target.group("g1")) == 2
+        assert online(broker, Target.clients(["a", "b", "c"])) == 3
+        assert online(broker, Target.prefix("a")) == 3
+    counted = script.publish([Message(Target.group("g2"), body("x")),
+                              Message(Target.clients(["ab"]), body("y"))])
+    assert [p.online for p in counted] == [1, 1]
 
 
 def test_presence_of_a_worker_that_stopped_refreshing_disappears(make, redis_server):
@@ -166,7 +176,7 @@ def test_presence_of_a_worker_that_stopped_refreshing_disappears(make, redis_ser
     redis.Redis.from_url(redis_server.url).delete(w2.keys.worker_groups(w2.worker),
                                                   w2.keys.worker_clients(w2.worker))
     assert set(w1.clients()) == {"mine"}
-    assert w1.online(Target.everyone()) == 1
+    assert online(w1, Target.everyone()) == 1
     w2.presence.refresh()  # the worker is alive after all: it writes itself back
     assert set(w1.clients()) == {"mine", "theirs"}
 
@@ -180,25 +190,25 @@ def test_presence_follows_disconnects(make):
     one.remove(conn)
     worker.presence.flush()
     assert list(script.clients()) == ["stayer"]
-    assert script.online(Target.group("g")) == 1
+    assert online(script, Target.group("g")) == 1
 
 
 def test_tickets_are_single_use_and_expire(make):
     a, b = make(), make()
-    a.put_ticket("t-1", "alice", 30)
-    assert b.take_ticket("t-1") == "alice"
-    assert a.take_ticket("t-1") is None
-    a.put_ticket("t-2", "bob", 0.05)
+    a.tickets.put("t-1", "alice", 30)
+    assert b.tickets.take("t-1") == "alice"
+    assert a.tickets.take("t-1") is None
+    a.tickets.put("t-2", "bob", 0.05)
     time.sleep(0.1)
-    assert b.take_ticket("t-2") is None
+    assert b.tickets.take("t-2") is None
 
 
 def test_unreachable_redis_raises_broker_unavailable_quickly():
     broker = RedisBroker(f"redis://127.0.0.1:{free_port()}/0", history_size=10, history_ttl_seconds=10)
     started = time.monotonic()
-    for call in (lambda: broker.publish([Message(Target.everyone(), body("x"))]),
+    for call in (lambda: publish(broker, [Message(Target.everyone(), body("x"))]),
                  lambda: broker.replay("1-1-1", "a", []), broker.clients, lambda: broker.client("a"),
-                 lambda: broker.take_ticket("t")):
+                 lambda: broker.tickets.take("t")):
         with pytest.raises(BrokerUnavailable):
             call()
     assert time.monotonic() - started < 5
@@ -221,13 +231,13 @@ def test_unreachable_url_check_names_the_setting_without_the_password():
 
 def test_reader_resumes_after_its_last_id_and_reads_a_new_generation_from_the_start(make, redis_server):
     broker = make()
-    broker.publish([Message(Target.everyone(), body("before the reader"))])
+    publish(broker, [Message(Target.everyone(), body("before the reader"))])
     got: list = []
     reader = Reader(redis_server.url, broker.keys, "w-test", lambda target, frame: got.append(frame),
                     connect_timeout=1)
     try:
         reader._connect()  # what start() does first: begin at the stream's head
-        ids = broker.publish([Message(Target.everyone(), body("one")),
+        ids = publish(broker, [Message(Target.everyone(), body("one")),
                               Message(Target.clients(["a"]), body("bye"), close=True)])
         reader._read_once()
         assert [f.event_id for f in got] == ids and [f.end for f in got] == [False, True]
@@ -235,12 +245,12 @@ def test_reader_resumes_after_its_last_id_and_reads_a_new_generation_from_the_st
 
         reader.connected = False  # the connection dropped: same generation, resume after the last id
         reader._connect()
-        more = broker.publish([Message(Target.everyone(), body("two"))])
+        more = publish(broker, [Message(Target.everyone(), body("two"))])
         reader._read_once()
         assert [f.event_id for f in got] == ids + more
 
         redis.Redis.from_url(redis_server.url).flushall()  # Redis came back empty
-        fresh = broker.publish([Message(Target.everyone(), body("three"))])
+        fresh = publish(broker, [Message(Target.everyone(), body("three"))])
         reader._connect()
         reader._read_once()
         assert [f.event_id for f in got] == ids + more + fresh

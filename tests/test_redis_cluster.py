@@ -12,7 +12,7 @@ import time
 import pytest
 import redis
 
-from pushsvc.redis_broker import POOL_SIZE
+from pushsvc.brokers.redis.broker import POOL_SIZE
 
 from .conftest import wait_for
 from .redis_tools import (

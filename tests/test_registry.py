@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from pushsvc.registry import Connection, Frame, Registry
-from pushsvc.targets import Target
+from pushsvc.model import Frame, Target
+from pushsvc.registry import Connection, Registry
 
 
 def make(registry: Registry, client_id: str, groups=(), size: int = 10, cut=None) -> Connection:
@@ -52,7 +52,7 @@ def test_counts_and_listing_follow_connects_and_disconnects():
     r.remove(a2)
     r.remove(a2)  # twice is harmless
     assert r.client("a") is None
-    assert r.client_ids() == ["b"]
+    assert list(r.clients()) == ["b"]
     assert r.count(Target.group("g1")) == 0
     assert r.count(Target.prefix("a")) == 0
 

@@ -1,4 +1,5 @@
-"""pushsvc.runtime: one send for a small write (every byte still arrives for a large one), GC tuned once."""
+"""pushsvc.server.runtime: one send for a small write (every byte still arrives for a large one), GC tuned
+once."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import gevent.socket
 import pytest
 from gevent import _socketcommon
 
-from pushsvc import runtime
+from pushsvc.server import runtime
 
 
 @pytest.fixture

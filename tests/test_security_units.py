@@ -10,11 +10,11 @@ import pytest
 
 from pushsvc import create_app
 from pushsvc.auth import AuthError, Credentials, Gate, Grant, bearer
-from pushsvc.broker import BrokerUnavailable
+from pushsvc.brokers.base import BrokerUnavailable
 from pushsvc.config import Settings
 from pushsvc.cors import Cors
-from pushsvc.memory_broker import MemoryBroker
 from pushsvc.redact import RedactFilter, redact, redact_query
+from pushsvc.tickets import MemoryTickets
 
 SECRET = "unit-secret-0123456789-abcdefghijklmnopqrstu"
 
@@ -78,12 +78,12 @@ def test_grant_checks_sub_and_every_group():
 
 
 def test_ticket_is_taken_once_and_is_stored_as_a_digest():
-    broker = MemoryBroker(history_size=10, history_ttl_seconds=60)
-    gate = Gate(Settings.load(environ={}, jwt_secret=SECRET), broker)
+    tickets = MemoryTickets()
+    gate = Gate(Settings.load(environ={}, jwt_secret=SECRET), tickets)
     claims = {"sub": "u1", "groups": ["g"], "exp": int(time.time()) + 60}
     token = jwt.encode(claims, SECRET, algorithm="HS256")
     ticket = gate.issue(token)["ticket"]
-    assert ticket not in broker._tickets
+    assert len(tickets) == 1 and ticket not in tickets._entries
     assert gate.subscriber("u1", ["g"], Credentials(ticket=ticket)).sub == "u1"
     with pytest.raises(AuthError) as again:
         gate.subscriber("u1", ["g"], Credentials(ticket=ticket))
@@ -91,7 +91,7 @@ def test_ticket_is_taken_once_and_is_stored_as_a_digest():
 
 
 def test_no_secret_means_open_subscribe_and_no_publisher_check():
-    gate = Gate(Settings.load(environ={}), MemoryBroker(history_size=10, history_ttl_seconds=60))
+    gate = Gate(Settings.load(environ={}), MemoryTickets())
     assert gate.subscriber("u1", ["g"], Credentials()) is None
     gate.publisher(None)
 
@@ -106,10 +106,12 @@ def test_the_app_refuses_a_long_query_itself():
 def test_a_ticket_that_cannot_be_looked_up_gets_the_soft_refusal(monkeypatch):
     app = create_app(jwt_secret=SECRET)
 
-    def down(ticket: str) -> str | None:
+    def down(key: str) -> str | None:
         raise BrokerUnavailable("redis is down")
 
-    monkeypatch.setattr(app.extensions["pushsvc"].broker, "take_ticket", down)
+    service = app.extensions["pushsvc"]
+    monkeypatch.setattr(service.gate.tickets, "take", down)
     reply = app.test_client().get("/sse/subscribe/u1?ticket=some-ticket")
     assert reply.status_code == 200
     assert b"event: busy" in reply.data and b"retry: " in reply.data
+    assert service.stats.refused["broker unavailable"] == 1

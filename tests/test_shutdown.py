@@ -13,11 +13,11 @@ import gevent
 import httpx
 import pytest
 
-from pushsvc.broker import BrokerUnavailable, Message
+from pushsvc.brokers.base import BrokerUnavailable
 from pushsvc.config import Settings
+from pushsvc.model import Message, Target
 from pushsvc.registry import Connection
 from pushsvc.service import Service
-from pushsvc.targets import Target
 
 from .conftest import wait_for
 from .servers import Gunicorn, free_port
@@ -169,7 +169,7 @@ def test_memory_broker_refuses_publishes_once_draining(service):
 
 # -- Redis: nothing lost across a restart ---------------------------------------------------------------
 
-HAS_REDIS_BROKER = importlib.util.find_spec("pushsvc.redis_broker") is not None
+HAS_REDIS_BROKER = importlib.util.find_spec("pushsvc.brokers.redis.broker") is not None
 
 
 @pytest.mark.skipif(not HAS_REDIS_BROKER,

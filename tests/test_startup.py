@@ -52,8 +52,8 @@ def test_environment_sets_gunicorn_and_the_command_line_wins():
     config = print_config(env=env)
     assert config["bind"] == "['127.0.0.1:9001']"
     assert config["workers"] == "3"
-    # gunicorn's gevent worker, plus a drain of open streams on SIGTERM (pushsvc/worker.py).
-    assert config["worker_class"] == "pushsvc.worker.DrainingWorker"
+    # gunicorn's gevent worker, plus a drain of open streams on SIGTERM (pushsvc/server/worker.py).
+    assert config["worker_class"] == "pushsvc.server.worker.DrainingWorker"
     assert config["worker_connections"] == "1500"  # streams capped below it, with room to spare
     assert config["graceful_timeout"] == "7"
     # A reconnect storm waits in the kernel's accept queue instead of having its SYNs dropped.

@@ -25,10 +25,9 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from . import wire
-from .redis_schema import HEAD, Keys, decode_target, event_id, event_key, stream_id_tuple
-from .registry import Frame
-from .targets import Target
+from ...model import Frame, Target
+from .schema import Keys, decode_target, entry_frame, stream_id_tuple
+from .scripts import HEAD
 
 log = logging.getLogger(__name__)
 
@@ -139,20 +138,14 @@ class Reader:
     def _deliver(self, entries: list[tuple[bytes, dict[bytes, bytes]]]) -> None:
         targets = self._targets
         for raw_id, fields in entries:
-            stream_id = raw_id.decode()
             # Advance first: an entry that cannot be delivered is skipped, never read again and again.
-            self.last_id = stream_id
-            generation = fields[b"g"].decode()
-            close = b"c" in fields
-            eid = event_id(generation, stream_id, close=close)
+            self.last_id = raw_id.decode()
             target = targets.get(fields[b"t"])
             if target is None:
                 if len(targets) > 4096:
                     targets.clear()
                 target = targets[fields[b"t"]] = decode_target(fields[b"t"])
-            frame = Frame(wire.frame(eid, fields[b"b"]), event_key(generation, stream_id), event_id=eid,
-                          end=close)
-            self.dispatch(target, frame)
+            self.dispatch(target, entry_frame(raw_id, fields))
             self.events_read += 1
 
     def _canary(self, entries: list[tuple[bytes, dict[bytes, bytes]]]) -> None:

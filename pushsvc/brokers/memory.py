@@ -8,7 +8,6 @@ increasing across a restart, and an id from before the restart is recognised as 
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
@@ -16,19 +15,22 @@ from typing import Any, TypeVar
 import gevent
 from gevent import monkey
 
-from . import wire
-from .broker import (
+from .. import wire
+from ..model import (
     CLOSE_MARK,
     RESET_EXPIRED,
     RESET_UNKNOWN,
-    Broker,
+    ClientInfo,
+    Frame,
     Message,
+    Published,
     Replay,
     strip_close_mark,
 )
+from ..registry import Registry
+from ..tickets import MemoryTickets
+from .base import Broker
 from .history import History
-from .registry import ClientInfo, Frame, Registry
-from .targets import Target
 
 log = logging.getLogger(__name__)
 
@@ -43,37 +45,39 @@ class MemoryBroker(Broker):
     name = "memory"
     shared = False
 
-    def __init__(self, *, history_size: int, history_ttl_seconds: float):
-        super().__init__()
+    def __init__(self, *, history_size: int, history_ttl_seconds: float,
+                 clock: Callable[[], float] = time.monotonic):
         self.epoch = int(time.time() * 1000)
-        self.history = History(size=history_size, ttl_seconds=history_ttl_seconds)
-        self._lock = threading.Lock()
+        self.history = History(size=history_size, ttl_seconds=history_ttl_seconds, clock=clock)
+        self.tickets = MemoryTickets(clock=clock)
+        # Until start(), events go to an empty registry: stored for replay, delivered to nobody.
+        self.registry = Registry()
         self._hub = None
         self._hub_thread: int | None = None
 
     def start(self, registry: Registry) -> None:
-        super().start(registry)
+        self.registry = registry
         self._hub = gevent.get_hub()
         self._hub_thread = _real_get_ident()
 
-    def publish(self, messages: Sequence[Message]) -> list[str]:
-        return [event_id for event_id, _ in self.publish_counted(messages)]
+    def stop(self) -> None:
+        self._hub = None
+        self._hub_thread = None
 
-    def publish_counted(self, messages: Sequence[Message]) -> list[tuple[str, int]]:
-        # One trip to the hub for both: the connections an event was queued on are its audience.
+    def publish(self, messages: Sequence[Message]) -> list[Published]:
+        # One trip to the hub: the connections an event was queued on are its audience.
         return self._on_hub(lambda: self._publish(messages))
 
-    def _publish(self, messages: Sequence[Message]) -> list[tuple[str, int]]:
+    def _publish(self, messages: Sequence[Message]) -> list[Published]:
+        # Runs on the hub's thread without a switch, so ids, history and fan-out keep one order.
         published = []
         registry = self.registry
-        with self._lock:
-            for message in messages:
-                seq = self.history.last_seq + 1
-                event_id = f"{self.epoch}-{seq}" + (CLOSE_MARK if message.close else "")
-                frame = Frame(wire.frame(event_id, message.body), seq, event_id=event_id, end=message.close)
-                self.history.append(seq, message.target, frame)
-                online = registry.dispatch(message.target, frame) if registry is not None else 0
-                published.append((event_id, online))
+        for message in messages:
+            seq = self.history.last_seq + 1
+            event_id = f"{self.epoch}-{seq}" + (CLOSE_MARK if message.close else "")
+            frame = Frame(wire.frame(event_id, message.body), seq, event_id=event_id, end=message.close)
+            self.history.append(seq, message.target, frame)
+            published.append(Published(event_id, registry.dispatch(message.target, frame)))
         return published
 
     def replay(self, last_id: str, client_id: str, groups: Sequence[str]) -> Replay:
@@ -98,13 +102,10 @@ class MemoryBroker(Broker):
     # Presence reads the registry, which only the hub's thread may walk.
 
     def clients(self) -> dict[str, ClientInfo]:
-        return self._on_hub(super().clients)
+        return self._on_hub(self.registry.clients)
 
     def client(self, client_id: str) -> ClientInfo | None:
-        return self._on_hub(lambda: super(MemoryBroker, self).client(client_id))
-
-    def online(self, target: Target) -> int:
-        return self._on_hub(lambda: super(MemoryBroker, self).online(target))
+        return self._on_hub(lambda: self.registry.client(client_id))
 
     def health(self) -> dict[str, Any]:
         return {"ok": True, "history": len(self.history)}

@@ -9,7 +9,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from .config import ConfigError, Settings
+from ...config import REDIS_SCHEMES, ConfigError, Settings
 
 CONNECT_TIMEOUT_SECONDS = 2.0
 # GETDEL (tickets) and XTRIM MINID (history TTL) came with Redis 6.2.
@@ -30,7 +30,7 @@ def check_url(url: str) -> None:
         db = parts.path.strip("/")
         if db and not (db.isascii() and db.isdigit()):
             raise ConfigError(f"PUSHSVC_BROKER_URL {_safe(url)} names database {db!r}; use a number, like /0")
-    elif parts.scheme != "unix":
+    elif parts.scheme not in REDIS_SCHEMES:
         raise ConfigError(f"PUSHSVC_BROKER_URL {_safe(url)} is not a redis://, rediss:// or unix:// URL")
 
 

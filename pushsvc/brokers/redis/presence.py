@@ -14,9 +14,10 @@ from typing import Any
 import gevent
 import redis
 
-from .redis_schema import PRESENCE, TOTAL_FIELD, Keys, encode_presence, merge_presence
-from .registry import ClientInfo, Connection, Registry
-from .targets import Target
+from ...model import ClientInfo, Target
+from ...registry import Connection, Registry
+from .schema import TOTAL_FIELD, Keys, encode_presence, merge_presence
+from .scripts import PRESENCE
 
 log = logging.getLogger(__name__)
 
@@ -45,9 +46,19 @@ class Presence:
         return self._full and self.registry is not None
 
     def attach(self, registry: Registry) -> None:
-        """Follow the connects and disconnects of this worker's ``registry``."""
+        """Follow the connects and disconnects of this worker's ``registry`` (once, however often asked)."""
+        if self.registry is registry:
+            return
+        self.detach()
         self.registry = registry
+        self._full = True
         registry.listeners.append(self._on_change)
+
+    def detach(self) -> None:
+        """Stop following the registry (its share in Redis is left to :meth:`withdraw` or to expiry)."""
+        if self.registry is not None and self._on_change in self.registry.listeners:
+            self.registry.listeners.remove(self._on_change)
+        self.registry = None
 
     def _on_change(self, what: str, conn: Connection) -> None:
         self._dirty_clients.add(conn.client_id)

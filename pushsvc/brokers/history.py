@@ -7,8 +7,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from itertools import islice
 
-from .registry import Frame
-from .targets import Target
+from ..model import Frame, Target
 
 
 class History:

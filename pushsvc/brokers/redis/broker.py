@@ -1,13 +1,13 @@
 """The Redis broker: many workers on many machines behave as one service.
 
 One Redis Stream is both the bus and the replay history (``XADD … MAXLEN ~ history_size``, trimmed by
-age too). Each worker that serves streams runs ONE reader greenlet (:mod:`redis_reader`) that fans every
+age too). Each worker that serves streams runs ONE reader greenlet (:mod:`.reader`) that fans every
 event out to its local registry, so a worker holds a small constant number of Redis connections (the
 reader's, and a small pool for publish, presence and replay), never one per subscriber.
 
 A process that serves no streams (a job runner, a sync worker, a script) publishes with one script call
 and starts nothing: the reader, the canary and presence start only when a worker first reports health
-or admits a stream. Event ids are ``<generation>-<stream id>`` (see :mod:`redis_schema`).
+or admits a stream. Event ids are ``<generation>-<stream id>`` (see :mod:`.schema`).
 """
 
 from __future__ import annotations
@@ -24,28 +24,28 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from . import wire
-from .broker import RESET_EXPIRED, RESET_UNKNOWN, Broker, BrokerUnavailable, Message, Replay
-from .config import ConfigError, Settings
-from .redis_check import check_url
-from .redis_presence import PRESENCE_REFRESH_SECONDS, Presence
-from .redis_reader import CANARY_INTERVAL_SECONDS, Reader, write_canary
-from .redis_schema import (
+from ...config import ConfigError, Settings
+from ...model import RESET_EXPIRED, RESET_UNKNOWN, ClientInfo, Frame, Message, Published, Replay
+from ...registry import Connection, Registry
+from ..base import Broker
+from .check import check_url
+from .errors import UNAVAILABLE, unavailable
+from .presence import PRESENCE_REFRESH_SECONDS, Presence
+from .reader import CANARY_INTERVAL_SECONDS, Reader, write_canary
+from .schema import (
     DEFAULT_NAMESPACE,
-    HEAD,
-    ONLINE,
-    PUBLISH,
-    REPLAY,
     Keys,
     decode_target,
     encode_target,
+    entry_fields,
+    entry_frame,
     event_id,
     event_key,
     parse_event_id,
     stream_id_tuple,
 )
-from .registry import ClientInfo, Connection, Frame, Registry
-from .targets import Target
+from .scripts import HEAD, PUBLISH, REPLAY
+from .tickets import RedisTickets
 
 log = logging.getLogger(__name__)
 
@@ -58,21 +58,12 @@ COMMAND_TIMEOUT_SECONDS = 5.0
 # Entries per XRANGE while replaying a long gap.
 REPLAY_PAGE = 1000
 
-# Errors that mean "Redis cannot be used right now", as opposed to a bug in a command.
-UNAVAILABLE = (redis.ConnectionError, redis.TimeoutError, redis.exceptions.ReadOnlyError)
-
-
-def _unavailable(error: Exception) -> BrokerUnavailable:
-    return BrokerUnavailable(f"Redis is unavailable: {error}")
-
-
 class RedisBroker(Broker):
     name = "redis"
     shared = True
 
     def __init__(self, url: str, *, history_size: int, history_ttl_seconds: float,
                  namespace: str = DEFAULT_NAMESPACE):
-        super().__init__()
         self.url = url
         self.keys = Keys(namespace)
         self.history_size = history_size
@@ -88,10 +79,11 @@ class RedisBroker(Broker):
         except ValueError as error:
             raise ConfigError(f"PUSHSVC_BROKER_URL is not a valid Redis URL: {error}") from None
         self.redis = redis.Redis(connection_pool=pool)
+        self.tickets = RedisTickets(self.redis, self.keys)
         self._publish = self.redis.register_script(PUBLISH)
         self._replay = self.redis.register_script(REPLAY)
-        self._online = self.redis.register_script(ONLINE)
         self._head = self.redis.register_script(HEAD)
+        self.registry: Registry | None = None
         self._pid: int | None = None
         self.worker = ""
         self._new_worker_id()
@@ -114,28 +106,30 @@ class RedisBroker(Broker):
     # -- life cycle ---------------------------------------------------------------------------------
 
     def start(self, registry: Registry) -> None:
-        super().start(registry)
+        """Remember the registry to feed. The reader starts with the first stream or health check (a
+        process that only publishes never starts one)."""
         if self._pid != os.getpid():  # created before a fork: this process is another worker
             self._new_worker_id()
             self.presence = Presence(self.redis, self.keys, self.worker)
             self.reader = None
+            self._keeper = None
             self._serving = False
-        registry.listeners.append(self._on_change)
+        self.registry = registry
 
-    def _on_change(self, what: str, conn: Connection) -> None:
-        if what != "connect":
-            return
+    def on_subscribe(self, conn: Connection) -> Any:
+        """Make sure this worker reads the stream, and return the stream's head.
+
+        The reader may still be on its way to events published before this stream registered; they are
+        not for it (a close meant for the stream it replaces would end it). Live delivery starts after
+        the head, as the memory broker's synchronous fan-out does.
+        """
         self._serve()
-        # The reader may still be on its way to events published before this connect; they are not for
-        # this connection (a close meant for the stream it replaces would end it). It starts after the
-        # stream's head, as the memory broker's synchronous fan-out does.
         try:
             generation, last = (v.decode() for v in self._head(keys=[self.keys.stream, self.keys.generation]))
         except UNAVAILABLE as error:
             log.info("head of the stream unknown for %s: %s", conn.client_id, error)
-            return
-        if conn.skip_until is None:
-            conn.skip_until = event_key(generation, last)
+            return None
+        return event_key(generation, last)
 
     def _serve(self) -> None:
         """Start what a worker that serves streams needs: the reader, the canary, presence. Once."""
@@ -172,14 +166,19 @@ class RedisBroker(Broker):
             gevent.sleep(CANARY_INTERVAL_SECONDS)
 
     def stop(self) -> None:
+        """Stop reading and withdraw this worker's presence; :meth:`start` and a stream serve again."""
         if self._keeper is not None:
             self._keeper.kill(block=False)
+            self._keeper = None
         if self.reader is not None:
             self.reader.stop()
+            self.reader = None
             try:
                 self.presence.withdraw()
             except redis.RedisError as error:
                 log.info("presence of worker %s left to expire: %s", self.worker, error)
+        self.presence.detach()
+        self._serving = False
         self.redis.connection_pool.disconnect()
 
     def health(self) -> dict[str, Any]:
@@ -192,10 +191,7 @@ class RedisBroker(Broker):
 
     # -- publish and replay -------------------------------------------------------------------------
 
-    def publish(self, messages: Sequence[Message]) -> list[str]:
-        return [event for event, _ in self.publish_counted(messages)]
-
-    def publish_counted(self, messages: Sequence[Message]) -> list[tuple[str, int]]:
+    def publish(self, messages: Sequence[Message]) -> list[Published]:
         """Store all messages in one atomic script call, and count each one's audience on the way."""
         if not messages:
             return []
@@ -210,12 +206,13 @@ class RedisBroker(Broker):
             reply = self._publish(keys=[self.keys.stream, self.keys.generation, self.keys.workers],
                                   args=args)
         except UNAVAILABLE as error:
-            raise _unavailable(error) from error
+            raise unavailable(error) from error
         generation = reply[0].decode()
         results = []
         for index, message in enumerate(messages):
             stream_id, remote = reply[1 + 2 * index].decode(), reply[2 + 2 * index]
-            results.append((event_id(generation, stream_id, close=message.close), remote + local[index]))
+            eid = event_id(generation, stream_id, close=message.close)
+            results.append(Published(eid, remote + local[index]))
         return results
 
     def replay(self, last_id: str, client_id: str, groups: Sequence[str]) -> Replay:
@@ -239,60 +236,28 @@ class RedisBroker(Broker):
                 page = self.redis.xrange(self.keys.stream, b"(" + page[-1][0], "+", count=REPLAY_PAGE)
                 frames += self._frames(page, client_id, groups)
         except UNAVAILABLE as error:
-            raise _unavailable(error) from error
+            raise unavailable(error) from error
         return Replay(frames, head_id=head)
 
     @staticmethod
     def _frames(entries: list[Any], client_id: str, groups: Sequence[str]) -> list[Frame]:
         frames = []
-        for raw_id, fields in entries:
-            fields = _as_dict(fields)
-            if not decode_target(fields[b"t"]).matches(client_id, groups):
-                continue
-            stream_id, generation, close = raw_id.decode(), fields[b"g"].decode(), b"c" in fields
-            eid = event_id(generation, stream_id, close=close)
-            frames.append(Frame(wire.frame(eid, fields[b"b"]), event_key(generation, stream_id),
-                                event_id=eid, end=close))
+        for raw_id, raw_fields in entries:
+            fields = entry_fields(raw_fields)
+            if decode_target(fields[b"t"]).matches(client_id, groups):
+                frames.append(entry_frame(raw_id, fields))
         return frames
 
-    # -- presence and tickets -----------------------------------------------------------------------
+    # -- presence ----------------------------------------------------------------------------------------
 
     def clients(self) -> dict[str, ClientInfo]:
         try:
             return self.presence.clients()
         except UNAVAILABLE as error:
-            raise _unavailable(error) from error
+            raise unavailable(error) from error
 
     def client(self, client_id: str) -> ClientInfo | None:
         try:
             return self.presence.client(client_id)
         except UNAVAILABLE as error:
-            raise _unavailable(error) from error
-
-    def online(self, target: Target) -> int:
-        try:
-            remote = self._online(keys=[self.keys.workers],
-                                  args=[self.keys.worker_prefix, self.worker, encode_target(target)])
-        except UNAVAILABLE as error:
-            raise _unavailable(error) from error
-        return int(remote) + (self.registry.count(target) if self.registry is not None else 0)
-
-    def put_ticket(self, ticket: str, value: str, ttl_seconds: float) -> None:
-        try:
-            self.redis.set(self.keys.ticket(ticket), value, px=max(1, int(ttl_seconds * 1000)))
-        except UNAVAILABLE as error:
-            raise _unavailable(error) from error
-
-    def take_ticket(self, ticket: str) -> str | None:
-        try:
-            value = self.redis.getdel(self.keys.ticket(ticket))
-        except UNAVAILABLE as error:
-            raise _unavailable(error) from error
-        return None if value is None else value.decode("utf-8")
-
-
-def _as_dict(fields: Any) -> dict[bytes, bytes]:
-    """Stream entry fields: a dict from XRANGE/XREAD, a flat list from inside a Lua script."""
-    if isinstance(fields, dict):
-        return fields
-    return {fields[i]: fields[i + 1] for i in range(0, len(fields), 2)}
+            raise unavailable(error) from error

@@ -1,0 +1,139 @@
+"""What the Redis broker keeps in Redis: key names, the fields of a stream entry, event ids, presence.
+
+One stream is both the bus between workers and the replay history. Every entry carries the *generation*
+of the stream: a token (Redis time in milliseconds) created with the stream and kept in a key beside it.
+When Redis comes back empty, the next user creates a new, larger generation, so an event id from before
+(``<generation>-<stream id>``) is recognised as unknown instead of colliding with a new event's id.
+
+Every key shares one hash tag (``{pushsvc}``), so a Lua script (:mod:`.scripts`) may touch them all, on a
+cluster too.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from ... import wire
+from ...model import CLOSE_MARK, ClientInfo, Frame, Target, strip_close_mark
+
+DEFAULT_NAMESPACE = "pushsvc"
+# Names are validated to hold no whitespace and no '/', so these separators cannot occur inside them.
+VALUE_SEP = "\n"
+GROUP_SEP = " "
+# The presence field holding a worker's total connection count: '/' is never part of a group name.
+TOTAL_FIELD = "/"
+
+
+@dataclass(frozen=True, slots=True)
+class Keys:
+    """The key names of one pushsvc deployment (``namespace`` separates several on one Redis)."""
+
+    namespace: str = DEFAULT_NAMESPACE
+
+    @property
+    def base(self) -> str:
+        return "{" + self.namespace + "}"
+
+    @property
+    def stream(self) -> str:
+        return f"{self.base}:events"
+
+    @property
+    def generation(self) -> str:
+        return f"{self.base}:generation"
+
+    @property
+    def workers(self) -> str:
+        return f"{self.base}:workers"
+
+    @property
+    def worker_prefix(self) -> str:
+        return f"{self.base}:w:"
+
+    def worker_clients(self, worker: str) -> str:
+        """Hash: client id -> ``"<connections> <group> <group>…"`` for one worker."""
+        return f"{self.worker_prefix}{worker}:c"
+
+    def worker_groups(self, worker: str) -> str:
+        """Hash: group -> connections, plus :data:`TOTAL_FIELD`, for one worker. Its presence is the
+        worker's liveness."""
+        return f"{self.worker_prefix}{worker}:g"
+
+    def canary(self, worker: str) -> str:
+        return f"{self.base}:canary:{worker}"
+
+    def ticket(self, ticket: str) -> str:
+        return f"{self.base}:ticket:{ticket}"
+
+
+# -- stream entries ----------------------------------------------------------------------------------
+
+
+def encode_target(target: Target) -> str:
+    return target.kind + VALUE_SEP + VALUE_SEP.join(target.values)
+
+
+def decode_target(raw: bytes) -> Target:
+    kind, *values = raw.decode("utf-8").split(VALUE_SEP)
+    if kind == "all":
+        return Target("all")
+    return Target(kind, tuple(values))  # type: ignore[arg-type]
+
+
+def entry_fields(fields: Any) -> dict[bytes, bytes]:
+    """Stream entry fields: a dict from XRANGE/XREAD, a flat list from inside a Lua script."""
+    if isinstance(fields, dict):
+        return fields
+    return {fields[i]: fields[i + 1] for i in range(0, len(fields), 2)}
+
+
+def entry_frame(raw_id: bytes, fields: dict[bytes, bytes]) -> Frame:
+    """The frame of one stream entry, as every worker writes it: its id, ordering key and close flag."""
+    stream_id, generation, close = raw_id.decode(), fields[b"g"].decode(), b"c" in fields
+    eid = event_id(generation, stream_id, close=close)
+    return Frame(wire.frame(eid, fields[b"b"]), event_key(generation, stream_id), event_id=eid, end=close)
+
+
+# -- event ids ---------------------------------------------------------------------------------------
+
+
+def event_id(generation: str, stream_id: str, *, close: bool = False) -> str:
+    return f"{generation}-{stream_id}" + (CLOSE_MARK if close else "")
+
+
+def event_key(generation: str, stream_id: str) -> tuple[int, int, int]:
+    """The ordering key of an event: generations grow, and stream ids grow within one."""
+    ms, _, seq = stream_id.partition("-")
+    return int(generation), int(ms), int(seq)
+
+
+def parse_event_id(value: str) -> tuple[str, str] | None:
+    """``(generation, stream id)`` of an id this broker could have issued, or ``None``."""
+    parts = strip_close_mark(value).split("-")
+    if len(parts) != 3 or not all(p.isascii() and p.isdigit() and len(p) <= 20 for p in parts):
+        return None
+    return parts[0], f"{int(parts[1])}-{int(parts[2])}"
+
+
+def stream_id_tuple(stream_id: str) -> tuple[int, int]:
+    ms, _, seq = stream_id.partition("-")
+    return int(ms), int(seq or 0)
+
+
+# -- presence ----------------------------------------------------------------------------------------
+
+
+def encode_presence(info: ClientInfo) -> str:
+    return GROUP_SEP.join([str(info.connections), *sorted(info.groups)])
+
+
+def merge_presence(into: dict[str, ClientInfo], client_id: str, raw: Any) -> None:
+    """Add one worker's presence entry for ``client_id`` to ``into``."""
+    text = raw.decode("utf-8") if isinstance(raw, bytes) else str(raw)
+    count, *groups = text.split(GROUP_SEP)
+    info = into.get(client_id)
+    if info is None:
+        info = into[client_id] = ClientInfo(client_id)
+    info.connections += int(count)
+    info.groups.update(groups)

@@ -1,0 +1,167 @@
+"""The Lua scripts of the Redis broker, each put together from the named functions below and a short
+body of its own. Every key a script touches shares the ``{namespace}`` hash tag (see :mod:`.schema`), so
+one script may touch them all, on a cluster too.
+"""
+
+from __future__ import annotations
+
+_LUA_GENERATION = """
+local function ensure_generation(key)
+  local gen = redis.call('GET', key)
+  if not gen then
+    local t = redis.call('TIME')
+    gen = t[1] .. string.format('%03d', math.floor(tonumber(t[2]) / 1000))
+    redis.call('SET', key, gen)
+  end
+  return gen
+end
+"""
+
+# The stream's generation and the id of its newest entry ('0-0' while it has none).
+_LUA_HEAD = """
+local function stream_head(stream, generation_key)
+  local gen = ensure_generation(generation_key)
+  local last = '0-0'
+  if redis.call('EXISTS', stream) == 1 then
+    local info = redis.call('XINFO', 'STREAM', stream)
+    for i = 1, #info, 2 do
+      if info[i] == 'last-generated-id' then last = info[i + 1] end
+    end
+  end
+  return gen, last
+end
+"""
+
+# Entries older than ttl_ms leave; '~' lets Redis trim whole nodes only (cheap, on every publish).
+_LUA_TRIM_BY_AGE = """
+local function trim_by_age(stream, ttl_ms, approximate)
+  local t = redis.call('TIME')
+  local horizon = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) - tonumber(ttl_ms)
+  if horizon <= 0 then return end
+  if approximate then
+    redis.call('XTRIM', stream, 'MINID', '~', string.format('%.0f', horizon))
+  else
+    redis.call('XTRIM', stream, 'MINID', string.format('%.0f', horizon))
+  end
+end
+"""
+
+# Workers other than `self` whose presence has not expired; forget the others.
+_LUA_LIVE_WORKERS = """
+local function live_workers(set, prefix, self)
+  local live = {}
+  for _, w in ipairs(redis.call('SMEMBERS', set)) do
+    if w ~= self then
+      if redis.call('EXISTS', prefix .. w .. ':g') == 1 then
+        live[#live + 1] = w
+      else
+        redis.call('SREM', set, w)
+      end
+    end
+  end
+  return live
+end
+"""
+
+# How many connections of the live workers other than `self` a target addresses.
+_LUA_ONLINE = """
+local function first_number(v)
+  return tonumber(string.match(v, '^%d+')) or 0
+end
+
+local function online(live, prefix, target)
+  local cut = string.find(target, '\\n', 1, true)
+  local kind, rest = string.sub(target, 1, cut - 1), string.sub(target, cut + 1)
+  local n = 0
+  for _, w in ipairs(live) do
+    local clients, groups = prefix .. w .. ':c', prefix .. w .. ':g'
+    if kind == 'all' then
+      n = n + (tonumber(redis.call('HGET', groups, '/')) or 0)
+    elseif kind == 'group' then
+      n = n + (tonumber(redis.call('HGET', groups, rest)) or 0)
+    elseif kind == 'to' then
+      for id in string.gmatch(rest, '[^\\n]+') do
+        local v = redis.call('HGET', clients, id)
+        if v then n = n + first_number(v) end
+      end
+    else
+      local all = redis.call('HGETALL', clients)
+      for j = 1, #all, 2 do
+        if string.sub(all[j], 1, #rest) == rest then n = n + first_number(all[j + 1]) end
+      end
+    end
+  end
+  return n
+end
+"""
+
+# KEYS: stream, generation, workers. ARGV: maxlen, ttl_ms, worker prefix, self, then per message
+# (target, body, close flag). Returns {generation, id1, online1, id2, online2, ...}: all messages are
+# stored, in order, in one atomic step, and each one's audience is counted on the other workers.
+PUBLISH = _LUA_GENERATION + _LUA_TRIM_BY_AGE + _LUA_LIVE_WORKERS + _LUA_ONLINE + """
+local gen = ensure_generation(KEYS[2])
+local live = live_workers(KEYS[3], ARGV[3], ARGV[4])
+local out = {gen}
+for i = 5, #ARGV, 3 do
+  local id
+  if ARGV[i + 2] == '1' then
+    id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*',
+                    'g', gen, 't', ARGV[i], 'b', ARGV[i + 1], 'c', '1')
+  else
+    id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'g', gen, 't', ARGV[i], 'b', ARGV[i + 1])
+  end
+  out[#out + 1] = id
+  out[#out + 1] = online(live, ARGV[3], ARGV[i])
+end
+trim_by_age(KEYS[1], ARGV[2], true)
+return out
+"""
+
+# KEYS: stream, generation. Returns {generation, last generated stream id ('0-0' with no stream)}.
+HEAD = _LUA_GENERATION + _LUA_HEAD + """
+local gen, last = stream_head(KEYS[1], KEYS[2])
+return {gen, last}
+"""
+
+# KEYS: stream, generation. ARGV: the generation and stream id to resume after, page size, ttl_ms.
+# Returns {generation, last generated id, resume point still held (0/1), first page of entries after it}.
+# Entries older than the TTL are trimmed first, so a quiet stream never replays what the TTL expired.
+REPLAY = _LUA_GENERATION + _LUA_HEAD + _LUA_TRIM_BY_AGE + """
+local gen, last = stream_head(KEYS[1], KEYS[2])
+if gen ~= ARGV[1] or last == '0-0' then
+  return {gen, last, 0, {}}
+end
+trim_by_age(KEYS[1], ARGV[4], false)
+local held = 0
+if ARGV[2] == last or #redis.call('XRANGE', KEYS[1], ARGV[2], ARGV[2]) == 1 then
+  held = 1
+elseif ARGV[2] == '0-0' then
+  -- Resuming from the head of a then empty stream: fine while nothing has been trimmed since.
+  local info = redis.call('XINFO', 'STREAM', KEYS[1])
+  local added, length = 0, -1
+  for i = 1, #info, 2 do
+    if info[i] == 'entries-added' then added = info[i + 1] end
+    if info[i] == 'length' then length = info[i + 1] end
+  end
+  if added == length then held = 1 end
+end
+local page = {}
+if held == 1 then page = redis.call('XRANGE', KEYS[1], '(' .. ARGV[2], '+', 'COUNT', ARGV[3]) end
+return {gen, last, held, page}
+"""
+
+# KEYS: workers. ARGV: worker prefix, self, and optionally one client id. Returns the flat
+# (client id, entry) pairs of every other live worker's presence hash, or of that one client.
+PRESENCE = _LUA_LIVE_WORKERS + """
+local out = {}
+for _, w in ipairs(live_workers(KEYS[1], ARGV[1], ARGV[2])) do
+  local key = ARGV[1] .. w .. ':c'
+  if ARGV[3] then
+    local v = redis.call('HGET', key, ARGV[3])
+    if v then out[#out + 1] = ARGV[3]; out[#out + 1] = v end
+  else
+    for _, x in ipairs(redis.call('HGETALL', key)) do out[#out + 1] = x end
+  end
+end
+return out
+"""
