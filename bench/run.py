@@ -336,9 +336,6 @@ def scenarios(systems: dict[str, Callable[[], Server]], quick: bool) -> dict[str
 
 def redis_scaling(quick: bool) -> dict | None:
     """The same saturating broadcast load on 1 and 2 workers with the Redis broker."""
-    if not (ROOT / "pushsvc" / "redis_broker.py").exists():
-        log("pushsvc/redis_broker.py is not there yet: Redis scenario skipped")
-        return None
     n, secs = (500, 3) if quick else (5000, 15)
     out: dict = {}
     for workers in (1, 2):
@@ -482,8 +479,6 @@ def report(parts: dict[str, dict | None]) -> str:
                          f"{r['lost']} | {r['redis_clients_small']} → {r['redis_clients_big']} |")
         lines += ["", f"2 workers / 1 worker: **{two['per_wall_s'] / max(one['per_wall_s'], 1):.2f}x** "
                   "deliveries per wall-second (target ≥ 1.6x).", ""]
-    elif parts.get("redis"):
-        lines += ["Redis broker scenario: skipped (pushsvc/redis_broker.py not in the tree that ran).", ""]
     soak_part = parts.get("soak")
     s = (soak_part or {}).get("run")
     if s and "error" not in s and s.get("rss_samples"):

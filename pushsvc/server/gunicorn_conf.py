@@ -147,7 +147,7 @@ def on_starting(server):
 
 
 def post_worker_init(worker):
-    """Tune the worker for thousands of streams (see pushsvc/runtime.py): one system call per small
+    """Tune the worker for thousands of streams (see pushsvc/server/runtime.py): one system call per small
     write, and no long garbage collections. Process-wide, so it is done here, for the standalone
     service; an application that mounts pushsvc in its own server opts in with
     pushsvc.server.runtime.tune()."""
