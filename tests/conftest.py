@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 
 import httpx
 import pytest
 
+from .helpers import connections, wait_for
+from .redis_tools import cluster_env, wait_all_workers
 from .servers import Gunicorn, RedisServer, service
 from .sse import Listener, RawStream
 
@@ -38,8 +39,6 @@ def redis_server() -> Iterator[RedisServer]:
 @pytest.fixture(scope="module")
 def cluster(redis_server: RedisServer) -> Iterator[Gunicorn]:
     """Two gevent workers on the module's private Redis, both serving before the first test."""
-    from .redis_tools import cluster_env, wait_all_workers  # it imports this module
-
     with Gunicorn(workers=2, env=cluster_env(redis_server)) as gunicorn:
         wait_all_workers(gunicorn, redis_server.url)
         yield gunicorn
@@ -73,16 +72,3 @@ def streams(server: Gunicorn) -> Iterator[list]:
         s.close()
     assert wait_for(lambda: connections(server) == 0, 10), "streams leaked past the test"
 
-
-def connections(server: Gunicorn) -> int:
-    return httpx.get(server.url("/sse/clients"), timeout=5).json()["connections"]
-
-
-def wait_for(predicate, timeout: float = 5.0, interval: float = 0.05) -> bool:
-    """Poll ``predicate`` until it is true or ``timeout`` seconds pass."""
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if predicate():
-            return True
-        time.sleep(interval)
-    return bool(predicate())

@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import redis
 
-from .conftest import wait_for
+from .helpers import wait_for
 from .servers import Gunicorn, RedisServer
 from .sse import RawStream
 

@@ -132,16 +132,30 @@ class RawStream:
             self.body += rest[:size]
             self._raw = rest[size + 2:]
 
-    def read_until(self, needle: bytes, seconds: float = 5.0) -> bool:
-        """Read until ``needle`` is in the body, the stream ends, or ``seconds`` pass."""
+    def read_until(self, needle: bytes, seconds: float = 5.0, *, count: int = 1) -> bool:
+        """Read until the body holds ``needle`` (``count`` times), the stream ends, or ``seconds`` pass."""
+        def found() -> bool:
+            return needle in self.body if count == 1 else self.body.count(needle) >= count
         end = time.monotonic() + seconds
-        while needle not in self.body and not self.closed and time.monotonic() < end:
+        while not found() and not self.closed and time.monotonic() < end:
             if not self._recv(end):
                 break
-        return needle in self.body
+        return found()
+
+    def read_answer(self, seconds: float = 5.0) -> bytes:
+        """Read a plain (not streamed) answer to its end: Content-Length bytes, or until the server closes."""
+        size = int(self.headers.get("content-length", -1))
+        end = time.monotonic() + seconds
+        while (size < 0 or len(self.body) < size) and not self.closed and time.monotonic() < end:
+            if not self._recv(end):
+                break
+        return self.body
 
     def read_for(self, seconds: float) -> bytes:
-        """Read whatever arrives within ``seconds``."""
+        """Read whatever arrives within ``seconds``, to keep the socket's buffers drained.
+
+        Never proof that nothing came: for that, see :func:`tests.helpers.assert_next_is_marker`.
+        """
         end = time.monotonic() + seconds
         while not self.closed and time.monotonic() < end:
             if not self._recv(end):
@@ -221,16 +235,6 @@ class Listener:
     def take(self, n: int, timeout: float = 5.0) -> list:
         end = time.monotonic() + timeout
         return [self.events.get(timeout=max(0.01, end - time.monotonic())) for _ in range(n)]
-
-    def drain(self, seconds: float = 0.3) -> list:
-        found = []
-        end = time.monotonic() + seconds
-        while time.monotonic() < end:
-            try:
-                found.append(self.events.get(timeout=max(0.01, end - time.monotonic())))
-            except queue.Empty:
-                break
-        return found
 
     def close(self) -> None:
         # Shut the socket down so the reading thread wakes now, not at the next heartbeat.

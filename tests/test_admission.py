@@ -7,7 +7,7 @@ import re
 import httpx
 import pytest
 
-from .conftest import wait_for
+from .helpers import wait_for
 from .servers import Gunicorn
 from .sse import RawStream
 

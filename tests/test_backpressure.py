@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from .conftest import wait_for
+from .helpers import wait_for
 from .servers import Gunicorn
 from .sse import RawStream
 

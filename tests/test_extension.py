@@ -7,7 +7,7 @@ import pytest
 
 from pushsvc import InvalidInput, Push, create_app
 
-from .conftest import wait_for
+from .helpers import wait_for
 from .servers import Gunicorn
 from .sse import Listener
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from .conftest import wait_for
+from .helpers import wait_for
 
 
 def online(client, client_id: str) -> bool:

@@ -14,7 +14,7 @@ import redis
 
 from pushsvc.brokers.redis.broker import POOL_SIZE
 
-from .conftest import wait_for
+from .helpers import wait_for
 from .redis_tools import (
     fresh_get,
     fresh_post,

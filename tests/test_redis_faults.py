@@ -11,7 +11,7 @@ import time
 import pytest
 import redis
 
-from .conftest import wait_for
+from .helpers import wait_for
 from .redis_tools import fresh_get, fresh_post, streams_on
 from .servers import Gunicorn, RedisServer, free_port
 

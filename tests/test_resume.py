@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from .conftest import wait_for
+from .helpers import wait_for
 from .servers import Gunicorn
 from .sse import RawStream
 

@@ -15,7 +15,7 @@ import httpx
 import jwt
 import pytest
 
-from .conftest import wait_for
+from .helpers import wait_for
 from .servers import Gunicorn
 from .sse import RawStream
 

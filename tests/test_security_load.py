@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
-from .conftest import wait_for
+from .helpers import wait_for
 from .servers import Gunicorn
 from .sse import RawStream, parse
 

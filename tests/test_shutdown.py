@@ -19,7 +19,7 @@ from pushsvc.model import Message, Target
 from pushsvc.registry import Connection
 from pushsvc.service import Service
 
-from .conftest import wait_for
+from .helpers import wait_for
 from .servers import Gunicorn, free_port
 from .sse import RawStream
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import time
 
-from .conftest import wait_for
+from .helpers import wait_for
 
 
 def test_subscribe_headers_and_first_chunk_arrive_at_once(streams):
