@@ -7,12 +7,10 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from .helpers import connections, wait_for
+from .helpers import BROKERS, connections, wait_for
 from .redis_tools import cluster_env, wait_all_workers
 from .servers import Gunicorn, RedisServer, service
 from .sse import Listener, RawStream
-
-BROKERS = ["memory", "redis"]
 
 
 @pytest.fixture(scope="module", params=BROKERS)

@@ -13,6 +13,9 @@ import httpx
 from .servers import Gunicorn
 from .sse import Listener, RawStream
 
+# The brokers every behaviour test runs over: in process, and a real Redis under two workers.
+BROKERS = ["memory", "redis"]
+
 _markers = itertools.count()
 
 
