@@ -6,12 +6,12 @@ import contextlib
 import json
 import os
 import signal
-import time
+from functools import partial
 
 import pytest
 import redis
 
-from .helpers import wait_for
+from .helpers import assert_next_is_marker, publisher, wait_for
 from .redis_tools import fresh_get, fresh_post, streams_on
 from .servers import Gunicorn, RedisServer, free_port
 
@@ -49,9 +49,9 @@ def test_outage_then_recovery_keeps_streams_and_loses_or_repeats_nothing(cluster
     assert wait_for(lambda: every_answer(cluster, "/healthz", 503), 5, interval=0.1)
     refused = fresh_post(cluster, "/sse/publish", json={"to": "outage", "data": "lost"})
     assert refused.status_code == 503 and "error" in refused.json()
-    # Open streams stay open and keep their heartbeats.
-    idle = stream.read_for(2.5)
-    assert not stream.closed and idle.count(b": keep-alive") >= 1
+    # Open streams stay open and keep their heartbeats (1 s apart): two more, with Redis down.
+    beats = stream.body.count(b": keep-alive\n\n")
+    assert stream.read_until(b": keep-alive\n\n", 10, count=beats + 2) and not stream.closed
     # A new subscriber is asked to come back later, never refused for good.
     for _ in range(4):
         newcomer = streams.raw("/sse/subscribe/outage-new")
@@ -146,22 +146,20 @@ def test_redis_restarted_empty_gives_resuming_clients_reset(cluster, streams, re
     assert [e.data for e in stream.events()] == ["old", "new"]
 
     resumed = streams.raw("/sse/subscribe/amnesia", headers={"Last-Event-ID": old})
-    assert resumed.read_until(b"event: reset\n", 5)
-    first = resumed.events()[0]
-    assert first.event == "reset"
-    assert json.loads(first.data) == {"reason": "unknown-id", "lastEventId": old}
-    assert b"data: new\n" not in resumed.body  # no partial replay: reset, then live
-    fresh_post(cluster, "/sse/publish", json={"to": "amnesia", "data": "newer"})
-    assert resumed.read_until(b"data: newer\n", 5)
+    assert resumed.read_until(b"event: reset\n") and resumed.read_until(b"\n\n")
+    [reset] = resumed.events()
+    assert reset.event == "reset"
+    assert json.loads(reset.data) == {"reason": "unknown-id", "lastEventId": old}
+    # No partial replay ("new" is in the new history): after the reset, live events only.
+    assert_next_is_marker(resumed, publisher(partial(fresh_post, cluster), to="amnesia"))
 
 
 @pytest.mark.parametrize("url", ["redis://127.0.0.1:{free}/0", "redis://127.0.0.1:notaport/0"])
 def test_bad_redis_url_stops_start_up_with_one_line(url):
     server = Gunicorn(env={"PUSHSVC_BROKER_URL": url.format(free=free_port())})
-    started = time.monotonic()
+    # RuntimeError: gunicorn exited by itself (a server that kept retrying would end in TimeoutError).
     with pytest.raises(RuntimeError):
-        server.start(timeout=15)
-    assert time.monotonic() - started < 10
+        server.start(timeout=30)
     lines = [ln for ln in server.output().splitlines() if ln.startswith("pushsvc:")]
     assert len(lines) == 1 and "PUSHSVC_BROKER_URL" in lines[0], server.output()
     assert "Traceback" not in server.output()
