@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
-from .helpers import wait_for
+from .helpers import assert_next_is_marker, connections, wait_for
 from .servers import Gunicorn
 from .sse import RawStream, parse
 
@@ -22,6 +22,8 @@ EVENT_BYTES = 16 * 1024
 BATCHES = 300
 PER_BATCH = 10
 MAX_STREAMS = 20
+# Long, so that a publisher held up by the stalled reader would show: it would wait for this deadline.
+WRITE_TIMEOUT_SECONDS = 30
 
 
 def rss_bytes(pid: int) -> int:
@@ -35,7 +37,7 @@ def rss_bytes(pid: int) -> int:
 @pytest.fixture(scope="module")
 def server() -> Iterator[Gunicorn]:
     env = {"PUSHSVC_QUEUE_SIZE": str(QUEUE_SIZE), "PUSHSVC_HISTORY_SIZE": "100",
-           "PUSHSVC_WRITE_TIMEOUT_SECONDS": "3", "PUSHSVC_HEARTBEAT_SECONDS": "0.5",
+           "PUSHSVC_WRITE_TIMEOUT_SECONDS": str(WRITE_TIMEOUT_SECONDS), "PUSHSVC_HEARTBEAT_SECONDS": "0.5",
            "PUSHSVC_MAX_CONNECTIONS": str(MAX_STREAMS)}
     with Gunicorn(env=env) as gunicorn:
         yield gunicorn
@@ -92,10 +94,6 @@ class Drain:
         self.sock.close()
 
 
-def connections(server: Gunicorn) -> int:
-    return httpx.get(server.url("/sse/clients"), timeout=5).json()["connections"]
-
-
 def test_a_stalled_reader_cannot_grow_memory(server):
     pid = server.worker_pids()[0]
     stalled = RawStream(server.port, "/sse/subscribe/load-stalled", rcvbuf=4096)
@@ -121,7 +119,9 @@ def test_a_stalled_reader_cannot_grow_memory(server):
             total = BATCHES * PER_BATCH * EVENT_BYTES
             # Unbounded buffering would hold all of it (about 47 MiB); the queue holds 200 events (3 MiB).
             assert grown < total / 3, f"worker RSS grew {grown >> 20} MiB for {total >> 20} MiB published"
-            assert slowest < 2.0, f"a publish took {slowest:.2f} s while a reader stalled"
+            # Never blocked, a publish takes milliseconds; one that waited on the stalled reader would take
+            # its write deadline. A sixth of that leaves a loaded machine room and still tells them apart.
+            assert slowest < WRITE_TIMEOUT_SECONDS / 6, f"a publish took {slowest:.2f} s, a reader stalled"
             assert wait_for(lambda: http.get("/sse/clients/load-stalled").status_code == 404, 10)
             http.post("/sse/publish", json={"to": "load-fast", "data": "load-done"})
         fast.thread.join(30)
@@ -139,7 +139,6 @@ def test_a_flood_over_the_limit_gets_the_soft_refusal(server):
     try:
         for s in open_streams:
             assert s.status == 200 and s.read_until(b"retry:")
-            assert b"busy" not in s.read_for(0.01)
         assert wait_for(lambda: connections(server) == MAX_STREAMS)
 
         def knock(i: int) -> RawStream:
@@ -148,23 +147,24 @@ def test_a_flood_over_the_limit_gets_the_soft_refusal(server):
             s.close()
             return s
 
-        latencies: list[float] = []
-        statuses: list[int] = []
+        answers: list[int | str] = []
         flood_done = threading.Event()
 
         def probe() -> None:
-            # Health and publish calls, one after the other, from before the flood until after it.
+            # Health and publish calls, one after the other, from before the flood until after it. A call
+            # that found no room would wait in the accept queue until the client's timeout and fail.
             with httpx.Client(base_url=server.base, timeout=10) as http:
                 while not flood_done.is_set():
                     for call in (lambda: http.get("/healthz"),
                                  lambda: http.post("/sse/publish", json={"to": "nobody", "data": "x"})):
-                        started = time.monotonic()
-                        statuses.append(call().status_code)
-                        latencies.append(time.monotonic() - started)
+                        try:
+                            answers.append(call().status_code)
+                        except httpx.HTTPError as error:
+                            answers.append(repr(error))
 
         prober = threading.Thread(target=probe, daemon=True)
         prober.start()
-        assert wait_for(lambda: len(latencies) >= 2)
+        assert wait_for(lambda: len(answers) >= 2)
         with ThreadPoolExecutor(max_workers=30) as pool:
             refused = list(pool.map(knock, range(120)))
         flood_done.set()
@@ -175,13 +175,17 @@ def test_a_flood_over_the_limit_gets_the_soft_refusal(server):
             events = parse(s.body.decode())
             assert [e.event for e in events] == ["busy"], (s.status, s.body, server.output()[-3000:])
             assert b"retry: " in s.body
-        assert set(statuses) <= {200, 202}
-        assert max(latencies) < 1.0, f"publish/health slowed to {max(latencies):.2f} s"
+        assert not prober.is_alive()
+        assert set(answers) <= {200, 202}, answers
         assert connections(server) == MAX_STREAMS
-        reply = httpx.post(server.url("/sse/publish"), json={"prefix": "load-keep-", "data": "still here"})
-        assert reply.json()["online"] == MAX_STREAMS
-        for s in open_streams:
-            assert s.read_until(b"data: still here\n\n", 5)
+
+        def publish(data: str) -> str:
+            reply = httpx.post(server.url("/sse/publish"), json={"prefix": "load-keep-", "data": data})
+            assert reply.json()["online"] == MAX_STREAMS
+            return reply.json()["id"]
+
+        # The held streams were never refused or ended: nothing (no busy, no close) came before this.
+        assert_next_is_marker(open_streams, publish)
     finally:
         for s in open_streams:
             s.close()
