@@ -3,7 +3,6 @@ accepted is lost, and (Redis) a client that comes back to the restarted server g
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import re
 import signal
@@ -24,6 +23,8 @@ from .servers import Gunicorn, free_port
 from .sse import RawStream
 
 BUSY_RETRY_MS = 5000  # the default busy_retry_ms: drain delays are this, give or take half
+# Long, so that streams left to run out the graceful timeout could not pass for streams ended at once.
+GRACEFUL_TIMEOUT = 60
 RETRY = re.compile(rb"retry: (\d+)\n")
 
 
@@ -64,7 +65,8 @@ def assert_drained(streams: list[EndingStream]) -> None:
 
 
 def test_sigterm_ends_every_stream_with_its_own_retry():
-    server = Gunicorn(env={"PUSHSVC_HEARTBEAT_SECONDS": "1"}).start()
+    server = Gunicorn(env={"PUSHSVC_HEARTBEAT_SECONDS": "1",
+                           "PUSHSVC_GRACEFUL_TIMEOUT": str(GRACEFUL_TIMEOUT)}).start()
     streams: list[EndingStream] = []
     try:
         streams = open_streams(server, 20, "sd-term")
@@ -76,9 +78,10 @@ def test_sigterm_ends_every_stream_with_its_own_retry():
         # The event accepted before the signal reached every stream, ahead of the farewell.
         for s in streams:
             assert [e.data for e in s.events()] == ["last words"]
-        assert server.proc.wait(15) == 0
-        # Streams ended at once, not when graceful_timeout (10 s) ran out.
-        assert time.monotonic() - started < 4
+        assert server.proc.wait(GRACEFUL_TIMEOUT / 2) == 0
+        # Streams ended at once, not when the graceful timeout ran out: a third of it is room enough for
+        # a loaded machine to stop 20 streams and a worker.
+        assert time.monotonic() - started < GRACEFUL_TIMEOUT / 3
         output = server.output()
         assert "graceful timeout" not in output.lower()
         assert "draining worker" in output and "20 streams asked to reconnect later" in output
@@ -169,11 +172,6 @@ def test_memory_broker_refuses_publishes_once_draining(service):
 
 # -- Redis: nothing lost across a restart ---------------------------------------------------------------
 
-HAS_REDIS_BROKER = importlib.util.find_spec("pushsvc.brokers.redis.broker") is not None
-
-
-@pytest.mark.skipif(not HAS_REDIS_BROKER,
-                    reason="needs pushsvc/redis_broker.py from the Redis broker issue (not merged here yet)")
 def test_redis_client_gets_every_event_published_while_server_restarts(redis_server):
     env = {"PUSHSVC_BROKER_URL": redis_server.url, "PUSHSVC_HEARTBEAT_SECONDS": "1"}
     port = free_port()
