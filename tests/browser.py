@@ -31,6 +31,12 @@ DESKTOP = {"width": 1200, "height": 760}
 # What Chromium itself logs for a failed request (a 502, a refused connection): the point of the
 # recovery tests, not a fault of the page.
 NETWORK_NOISE = ("Failed to load resource", "net::ERR_")
+CSP_VIOLATION = "CSP violation:"
+# Run in every page before its own scripts (Playwright's init scripts are not subject to the page's
+# policy): a Content-Security-Policy violation becomes a console error, which Watch collects.
+CSP_LISTENER = f"""document.addEventListener("securitypolicyviolation", function (e) {{
+  console.error("{CSP_VIOLATION} " + e.effectiveDirective + " refused " + (e.blockedURI || "?"));
+}});"""
 
 
 @contextlib.contextmanager
@@ -53,7 +59,8 @@ def chromium() -> Iterator:
 
 @dataclass
 class Watch:
-    """What a page did: console errors, uncaught exceptions, and every URL it asked for."""
+    """What a page did: console errors (Content-Security-Policy violations among them), uncaught
+    exceptions, and every URL it asked for."""
 
     errors: list[str] = field(default_factory=list)
     requests: list[str] = field(default_factory=list)
@@ -61,6 +68,7 @@ class Watch:
     @classmethod
     def attach(cls, page) -> Watch:
         watch = cls()
+        page.add_init_script(CSP_LISTENER)
         page.on("console", lambda m: watch.errors.append(f"console: {m.text}") if m.type == "error" else None)
         page.on("pageerror", lambda e: watch.errors.append(f"uncaught: {e}"))
         page.on("request", lambda r: watch.requests.append(r.url))
@@ -70,6 +78,10 @@ class Watch:
         """The errors that are the page's own, without the browser's reports of failed requests."""
         return [e for e in self.errors if not any(n in e for n in NETWORK_NOISE)]
 
+    def violations(self) -> list[str]:
+        """What the page's Content-Security-Policy refused."""
+        return [e for e in self.errors if e.startswith(f"console: {CSP_VIOLATION}")]
+
     def foreign(self, origin: str) -> list[str]:
         """Requests that left ``origin`` (data: and about: URLs stay in the page)."""
         return [u for u in self.requests
@@ -77,6 +89,50 @@ class Watch:
 
     def count(self, part: str) -> int:
         return sum(part in u for u in self.requests)
+
+
+# A page with pushsvc.js on a stand-in network, to walk its state table step by step: ``sources`` are the
+# EventSources it built (a test opens them, fires events and fails them), ``heads`` the probes it sent
+# (answered from ``headStatus``), ``states`` every "state" notification, ``track(stream)`` records them.
+FAKE_NETWORK_PAGE = """<!doctype html><meta charset="utf-8"><title>states</title>
+<link rel="icon" href="data:,">
+<script src="/sse/static/pushsvc.js"></script>
+<script>
+  var sources = [], heads = [], headStatus = [], states = [];
+  function FakeSource(url) { this.url = url; this.readyState = 0; this.on = {}; sources.push(this); }
+  FakeSource.CONNECTING = 0; FakeSource.OPEN = 1; FakeSource.CLOSED = 2;
+  FakeSource.prototype.addEventListener = function (name, f) {
+    (this.on[name] = this.on[name] || []).push(f);
+  };
+  FakeSource.prototype.close = function () { this.readyState = 2; this.closed = true; };
+  FakeSource.prototype.open = function () { this.readyState = 1; this.onopen(); };
+  FakeSource.prototype.fail = function (readyState) { this.readyState = readyState; this.onerror(); };
+  FakeSource.prototype.fire = function (name, data, id) {
+    (this.on[name] || []).forEach(function (f) { f({data: data, lastEventId: id || ""}); });
+  };
+  window.EventSource = FakeSource;
+  window.fetch = function (url, init) {
+    heads.push(init.method + " " + url);
+    return Promise.resolve({status: headStatus.shift()});
+  };
+  function track(stream) { stream.on("state", function (s) { states.push(s); }); return stream; }
+</script>
+"""
+
+
+def fake_network_page(open_page, server: Gunicorn):
+    """``FAKE_NETWORK_PAGE`` on ``server``'s origin (which serves pushsvc.js): (page, watch)."""
+    page, watch = open_page("about:blank")
+    page.route(server.url("/states.html"),
+               lambda route: route.fulfill(body=FAKE_NETWORK_PAGE, content_type="text/html; charset=utf-8"))
+    page.goto(server.url("/states.html"))
+    return page, watch
+
+
+def wait_states(page, count: int) -> list[dict]:
+    """The first ``count`` state notifications, once there are that many."""
+    page.wait_for_function(f"states.length >= {count}")
+    return page.evaluate(f"states.slice(0, {count})")
 
 
 # -- fixtures (a test module takes them with ``browser, open_page = tools.browser, tools.open_page``) --

@@ -61,6 +61,29 @@ def test_send_from_the_page_and_publish_over_http(page_server, open_page):
     assert watch.count("/sse/static/jquery.min.js") == 1 and watch.count("/sse/static/pushsvc.js") == 1
 
 
+def test_the_page_works_under_its_content_security_policy(page_server, open_page):
+    """`/` forbids inline script and style; the page, whose code is all in files, works the same."""
+    policy = httpx.get(page_server.url("/"), timeout=5).headers["Content-Security-Policy"]
+    assert "script-src 'self'" in policy and "unsafe" not in policy
+    page, watch = open_page(page_server.url("/?clientId=demo-csp&subscribe=1"))
+    expect_state(page, "open")
+    assert page.evaluate("getComputedStyle(document.body).margin") == "0px", "demo.css applies"
+    send(page, "under the policy")
+    wait_entry(page, "under the policy")
+    publish(page_server, to="demo-csp", data="over http")
+    wait_entry(page, "over http")
+    page.locator('#clients tr[data-client="demo-csp"]').wait_for()
+    assert watch.count("/sse/static/demo.js") == 1 and watch.count("/sse/static/demo.css") == 1
+    assert watch.violations() == [] and watch.errors == []
+
+    # The policy holds, and the watch would have seen a breach: an inline script is refused, and said.
+    with page.expect_console_message(lambda m: "CSP violation" in m.text):
+        page.evaluate("""() => { const s = document.createElement("script");
+                                 s.textContent = "window.injected = true"; document.body.append(s); }""")
+    assert page.evaluate("window.injected") is None
+    assert watch.violations() == ["console: CSP violation: script-src-elem refused inline"]
+
+
 def test_group_broadcast_and_the_live_client_list(page_server, open_page):
     url = page_server.url("/")
     a, watch_a = open_page(url)

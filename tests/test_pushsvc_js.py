@@ -12,9 +12,11 @@ from .browser import (
     connections,
     entries,
     expect_state,
+    fake_network_page,
     publish,
     subscribe_urls,
     wait_entry,
+    wait_states,
 )
 from .conftest import wait_for
 from .proxy import FlakyProxy
@@ -58,6 +60,49 @@ def test_another_page_uses_pushsvc_js_alone(page_server, open_page):
     assert page.evaluate("stream.lastEventId") == second
     assert page.evaluate("PushSvc.stripCloseMark('1-2.close')") == "1-2"
     assert watch.errors == []
+
+
+def test_the_state_table_without_a_ticket_source(page_server, open_page):
+    """The table at the top of pushsvc.js, row by row, on a stand-in EventSource: the browser waits out
+    [lost], [busy] and [ended] itself; [failed] backs off and probes, [unavailable] probes again later;
+    closed is final."""
+    page, watch = fake_network_page(open_page, page_server)
+    page.evaluate("""window.stream = track(PushSvc.subscribe({url: "/sse", clientId: "st", storage: false,
+                                                               minDelay: 40, maxDelay: 80}))""")
+    wait_states(page, 1)
+    page.evaluate("sources[0].fail(EventSource.CONNECTING)")  # [lost]
+    page.evaluate("sources[0].open()")
+    page.evaluate("""sources[0].fire("busy", '{"reason": "full", "retry": 500}')""")
+    page.evaluate("sources[0].fail(EventSource.CONNECTING)")  # [busy]
+    page.evaluate("sources[0].open()")
+    page.evaluate("sources[0].fail(EventSource.CONNECTING)")  # [ended]
+    page.evaluate("headStatus = [503, 200]; sources[0].fail(EventSource.CLOSED)")  # [failed], [unavailable]
+    wait_states(page, 10)
+    page.evaluate("""sources[1].open(); sources[1].fire("close", '{"reason": "bye"}', "7-1.close")""")
+    states = wait_states(page, 12)
+    assert [(s["state"], s["retries"], s.get("status"), s.get("reason")) for s in states] == [
+        ("connecting", 0, None, None),
+        ("connecting", 1, None, None),  # the browser reconnects after the server's retry:
+        ("open", 1, None, None),
+        ("busy", 1, None, "full"),
+        ("busy", 2, None, "full"),
+        ("open", 2, None, None),
+        ("connecting", 3, None, None),
+        ("retrying", 4, None, None),
+        ("retrying", 5, 503, "the server cannot take the stream yet (HTTP 503)"),
+        ("connecting", 5, None, None),
+        ("open", 5, None, None),
+        ("closed", 5, None, "bye"),
+    ]
+    assert states[3]["delay"] == states[4]["delay"] == 500, "the delay the server asked for"
+    assert 20 <= states[7]["delay"] <= 60 and 40 <= states[8]["delay"] <= 120, "jittered, doubling"
+    assert page.evaluate("heads") == ["HEAD /sse/subscribe/st", "HEAD /sse/subscribe/st"]
+
+    page.evaluate("stream.close()")  # closed is final: not even "closed by the page" again
+    time.sleep(0.3)
+    assert page.evaluate("[states.length, sources.length, sources[1].closed, stream.lastEventId]") == \
+        [12, 2, True, "7-1"]
+    assert watch.page_errors() == []
 
 
 def test_script_rebuilds_the_stream_after_502_and_503(page_server, open_page):

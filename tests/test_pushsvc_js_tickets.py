@@ -18,7 +18,7 @@ import jwt
 import pytest
 
 from . import browser as tools
-from .browser import FAST, publish, subscribe_urls
+from .browser import FAST, fake_network_page, publish, subscribe_urls, wait_states
 from .conftest import wait_for
 from .proxy import FlakyProxy
 from .servers import Gunicorn, RedisServer
@@ -124,6 +124,52 @@ def server(browser) -> Iterator[Gunicorn]:
     """One gunicorn that wants subscriber tokens, for the tests that need nothing special."""
     with Gunicorn(env=ENV) as gunicorn:
         yield gunicorn
+
+
+def test_the_state_table_with_a_ticket_source(server, open_page):
+    """With tickets the script, not the browser, reconnects: [ended] and [lost] back off, [busy] waits the
+    server's delay, [ticket-failed] backs off and asks again, and a final 4xx for a ticket is refused."""
+    page, watch = fake_network_page(open_page, server)
+    page.evaluate("""window.no = function (status) {  // the ticket endpoint's fetch Response, saying no
+                       return {status: status, ok: false, json: function () {}};
+                     };
+                     window.answers = ["k1"];
+                     window.stream = track(PushSvc.subscribe({url: "/sse", clientId: "tt", storage: false,
+                         minDelay: 40, maxDelay: 80, ticket: function () { return answers.shift(); }}))""")
+    page.wait_for_function("sources.length === 1")
+    page.evaluate("sources[0].open()")
+    page.evaluate("answers.push(no(503), 'k2'); sources[0].fail(EventSource.CONNECTING)")  # [ended]
+    page.wait_for_function("sources.length === 2")
+    page.evaluate("answers.push('k3'); sources[1].fail(EventSource.CONNECTING)")  # [lost]
+    page.wait_for_function("sources.length === 3")
+    page.evaluate("""sources[2].open(); sources[2].fire("busy", '{"reason": "full", "retry": 300}');
+                     answers.push(no(403)); sources[2].fail(EventSource.CONNECTING)""")  # [busy]
+    states = wait_states(page, 13)
+    no_ticket = "no ticket: the ticket endpoint answered HTTP "
+    assert [(s["state"], s["retries"], s.get("status"), s.get("reason")) for s in states] == [
+        ("connecting", 0, None, None),
+        ("open", 0, None, None),
+        ("connecting", 1, None, None),  # waiting out the backoff, then a new stream
+        ("connecting", 1, None, None),
+        ("retrying", 2, 503, no_ticket + "503"),
+        ("connecting", 2, None, None),
+        ("retrying", 3, None, None),
+        ("connecting", 3, None, None),
+        ("open", 3, None, None),
+        ("busy", 3, None, "full"),
+        ("busy", 4, None, "full"),
+        ("connecting", 4, None, None),
+        ("refused", 4, 403, no_ticket + "403"),
+    ]
+    assert 20 <= states[2]["delay"] <= 60, "the backoff starts over after an open stream"
+    assert 40 <= states[4]["delay"] <= 120 and 40 <= states[6]["delay"] <= 120, "and doubles, to maxDelay"
+    assert states[9]["delay"] == states[10]["delay"] == 300
+    time.sleep(0.3)
+    assert page.evaluate("states.length") == 13
+    # Every stream had a ticket of its own and was closed by the script: none reconnected by itself.
+    urls = page.evaluate("sources.map(s => [s.url, !!s.closed])")
+    assert urls == [[f"/sse/subscribe/tt?ticket=k{n}", True] for n in (1, 2, 3)]
+    assert watch.page_errors() == []
 
 
 def test_each_connection_has_a_fresh_ticket_and_resumes(open_page):

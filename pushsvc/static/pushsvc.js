@@ -27,6 +27,42 @@
  * would send the spent ticket again and end in a 401) and rebuilt after a jittered backoff, or after the
  * delay an `event: busy` asked for, resuming with ?lastEventId=. A 401/403 (any final 4xx) from the
  * ticket endpoint is "refused"; a 5xx, a network error or no answer within ticketTimeout is retried.
+ *
+ * States (stream.state; "state" handlers get {state, retries, delay, status, reason, lastEventId}):
+ *
+ *   connecting  a stream (or its ticket) is on the way, or the browser is reconnecting by itself
+ *   open        the stream is open: events flow
+ *   busy        the server said `event: busy`: its stream ends, and comes back after `delay` ms
+ *   retrying    waiting `delay` ms (the backoff) before trying again
+ *   closed      final: `event: close`, stream.close(), or a probe answered 204
+ *   refused     final: the server or the ticket endpoint said no for good (400, 401, 403, ...)
+ *
+ * Transitions, all made by _setState; every reconnect goes through _reconnect with a [reason]:
+ *
+ *   from        to          on
+ *   ----------  ----------  -------------------------------------------------------------------------------
+ *   (new)       connecting  the turn after subscribe(), and every stream this script builds
+ *   connecting  open        the EventSource opened (the backoff starts over from minDelay)
+ *   open        busy        `event: busy` (its stream ends next)
+ *   open        connecting  [ended] the stream ended: a cut, or a server's drain before a restart
+ *   connecting  connecting  [lost] the connection failed on the way, and the browser tries again
+ *   connecting  retrying    [lost] the same with a ticket source: the script tries again after a backoff
+ *   busy        busy        [busy] that stream ended; the browser, or the script, is back after `delay`
+ *   live        retrying    [failed] a non-200 answer: EventSource gave up; backoff, then a HEAD probe
+ *   retrying    retrying    [unavailable] the probe got a 5xx, 408, 425, 429 or no answer: probe again later
+ *   retrying    connecting  the probe got a 2xx
+ *   connecting  retrying    [ticket-failed] no ticket for now (5xx, network, timeout): backoff, ask again
+ *   live        closed      `event: close`, stream.close(), or the probe got 204
+ *   live        refused     the probe, or the ticket source, got a final 4xx
+ *
+ * "live" is any state but the two final ones: entering those stops every timer and connection, and
+ * nothing leaves them. Without a ticket source, [ended], [lost] and [busy] leave the wait to the browser's
+ * EventSource (the server's `retry:`, then Last-Event-ID); with one, the script closes it at once and
+ * builds the next stream itself. A restart reads as [ended], then [busy] (reason "restarting") until the
+ * new worker takes streams. retries counts every reconnect, whoever makes it.
+ *
+ * Only the connection half (_connect to _head) talks to the network, and it reports through _setState
+ * and _receive alone: the seam where a stream shared between tabs would plug in.
  */
 (function (root) {
   "use strict";
@@ -36,6 +72,18 @@
   var BUILTIN = ["message", "close", "reset", "busy"];
   // Statuses a proxy or a restarting server gives for a moment; anything else 4xx is final.
   var TRANSIENT = {0: 1, 408: 1, 425: 1, 429: 1, 500: 1, 502: 1, 503: 1, 504: 1};
+  var FINAL = {closed: 1, refused: 1};
+  // The reconnect strategy, one rule per reason a connection is gone: the state meanwhile, how long to
+  // wait ("hint": the delay `event: busy` asked for, else the backoff) and what to try then ("probe": a
+  // HEAD first, as only its status tells a proxy's 502 from a 401; "connect": a new stream at once).
+  var RECONNECT = {
+    ended:           {state: "connecting", wait: "backoff", then: "connect"},
+    lost:            {state: "retrying",   wait: "backoff", then: "connect"},
+    busy:            {state: "busy",       wait: "hint",    then: "connect"},
+    failed:          {state: "retrying",   wait: "backoff", then: "probe"},
+    unavailable:     {state: "retrying",   wait: "backoff", then: "probe"},
+    "ticket-failed": {state: "retrying",   wait: "backoff", then: "connect"}
+  };
   var DEFAULTS = {
     url: "/sse",            // where pushsvc is mounted (PUSHSVC_URL_PREFIX), absolute or relative
     clientId: null,
@@ -113,9 +161,10 @@
     o.url = String(o.url).replace(/\/+$/, "");
     o.groups = [].concat(o.groups || []).filter(Boolean);
     this.options = o;
-    this.state = "connecting";
-    this.retries = 0;         // reconnects since subscribe, by the browser or by this script
-    this._attempt = 0;        // failed connections in a row, for the backoff
+    this.state = "connecting";  // where a stream starts; from here on only _setState changes it
+    this._detail = {};          // what came with the state: delay, status, reason
+    this.retries = 0;           // reconnects since subscribe, by the browser or by this script
+    this._attempt = 0;          // failed connections in a row, for the backoff
     this._handlers = {};
     this._names = BUILTIN.concat(o.events || []);
     this._source = null;
@@ -123,7 +172,6 @@
     this._ticketTimer = null;
     this._turn = 0;           // ticket requests so far: an answer to an older one is ignored
     this._tickets = typeof o.ticket === "function" ? o.ticket : (o.ticketUrl ? ticketFetcher(o) : null);
-    this._stopped = false;
     this._store = o.storage === false ? null : (o.storage === true ? localStore() : o.storage);
     this._storeKey = "pushsvc:lastEventId:" + o.url + ":" + o.clientId;
     this.lastEventId = stripCloseMark(o.lastEventId || this._load() || "");
@@ -134,7 +182,7 @@
 
   Stream.prototype = {
     /** Call ``handler(event)`` for events named ``name`` ("message" for unnamed ones), or "*" for all;
-     *  "state" handlers get ``{state, retries, delay, status, reason}``. Returns the stream. */
+     *  "state" handlers get ``{state, retries, delay, status, reason, lastEventId}``. Returns the stream. */
     on: function (name, handler) {
       (this._handlers[name] = this._handlers[name] || []).push(handler);
       if (name !== "*" && name !== "state") this.listen(name);
@@ -152,7 +200,7 @@
 
     /** Stop for good: the stream ends and nothing reconnects. */
     close: function () {
-      this._stop("closed", {reason: "closed by the page"});
+      this._setState("closed", {reason: "closed by the page"});
     },
 
     /** The subscribe URL, with ``ticket`` (one-time, from the ticket source) in place of the token. */
@@ -171,14 +219,11 @@
     // -- connection ---------------------------------------------------------------------------------
 
     _connect: function () {
-      if (this._stopped) return;
-      if (this._tickets) {
-        this._setState("connecting");
-        this._withTicket(function (ticket) { this._open(this.subscribeUrl(ticket)); });
-        return;
-      }
-      this._open(this.subscribeUrl());
+      if (!this._live()) return;
       this._setState("connecting");
+      if (!this._live()) return;  // a "state" handler closed the stream
+      if (this._tickets) this._withTicket(function (ticket) { this._open(this.subscribeUrl(ticket)); });
+      else this._open(this.subscribeUrl());
     },
 
     _open: function (url) {
@@ -193,25 +238,10 @@
         self._setState("open");
       };
       source.onerror = function () {
-        if (source !== self._source || self._stopped) return;
-        if (self._tickets) {
-          // Close at once: the browser's own reconnect would send the spent ticket again, get a 401
-          // and give up for good. A failed connection (non-200) is probed; anything else is retried.
-          var failed = source.readyState === root.EventSource.CLOSED;
-          source.close();
-          self._source = null;
-          if (failed) self._recover();
-          else self._again(opened);
-        } else if (source.readyState === root.EventSource.CLOSED) {
-          // A non-200 answer, or a 200 that is not an event stream: the browser gave up for good.
-          self._source = null;
-          self._recover();
-        } else {
-          // The stream ended and the browser reconnects by itself after the server's retry: delay.
-          self.retries += 1;
-          if (self.state !== "busy") self._setState("connecting");
-          else self._emitState();
-        }
+        if (source !== self._source || !self._live()) return;
+        // CLOSED: a non-200 answer, or a 200 that is not an event stream; the browser gave up for good.
+        if (source.readyState === root.EventSource.CLOSED) self._reconnect("failed");
+        else self._reconnect(self.state === "busy" ? "busy" : (opened ? "ended" : "lost"));
       };
       for (var i = 0; i < this._names.length; i++) this._listenOn(source, this._names[i]);
     },
@@ -219,8 +249,31 @@
     _listenOn: function (source, name) {
       var self = this;
       source.addEventListener(name, function (message) {
-        if (source === self._source && !self._stopped) self._receive(name, message);
+        if (source === self._source && self._live()) self._receive(name, message);
       });
+    },
+
+    /** The one way back after a connection is gone; ``reason`` is a key of RECONNECT. */
+    _reconnect: function (reason, detail) {
+      var rule = RECONNECT[reason];
+      // After a busy, keep what the server said (its reason and delay) for the state notification.
+      var d = reason === "busy" ? this._detail : {};
+      for (var key in detail || {}) d[key] = detail[key];
+      this.retries += 1;
+      if (this._source && !this._tickets && rule.then === "connect") {
+        // The EventSource reconnects by itself, after the server's `retry:`, sending Last-Event-ID.
+        this._setState(reason === "busy" ? "busy" : "connecting", d);
+        return;
+      }
+      // Close at once: with a ticket source the browser's own reconnect would send the spent ticket again,
+      // get a 401 and give up for good; this script builds the next stream with a fresh one.
+      if (this._source) { this._source.close(); this._source = null; }
+      d.delay = rule.wait === "hint" && d.delay > 0 ? d.delay : this._backoff();
+      var self = this;
+      var next = rule.then === "probe" ? this._probe : this._connect;
+      clearTimeout(this._timer);
+      this._timer = setTimeout(function () { self._timer = null; next.call(self); }, d.delay);
+      this._setState(rule.state, d);  // after the timer: a handler that closes the stream stops it too
     },
 
     _backoff: function () {
@@ -231,29 +284,6 @@
       return Math.round(delay * (0.5 + Math.random()));
     },
 
-    /** Wait out a backoff, then ``next`` (the probe by default), in state "retrying". */
-    _recover: function (next, detail) {
-      var self = this;
-      var delay = this._backoff();
-      this.retries += 1;
-      var d = {delay: delay};
-      for (var key in detail || {}) d[key] = detail[key];
-      this._setState("retrying", d);
-      this._timer = setTimeout(function () { self._timer = null; (next || self._probe).call(self); }, delay);
-    },
-
-    // With tickets: a stream that ended, or a connection lost on the way, is rebuilt by this script
-    // (after the delay an `event: busy` asked for, or the backoff) with a fresh ticket and ?lastEventId=.
-    _again: function (opened) {
-      var self = this;
-      var busy = this.state === "busy" && (this._detail || {}).delay > 0;
-      var delay = busy ? this._detail.delay : this._backoff();
-      this.retries += 1;
-      if (busy) this._emitState();
-      else this._setState(opened ? "connecting" : "retrying", {delay: delay});
-      this._timer = setTimeout(function () { self._timer = null; self._connect(); }, delay);
-    },
-
     // Ask the ticket source for a ticket, then ``then(ticket)``; a final refusal stops, anything else
     // (5xx, network error, no answer in time, no ticket in the answer) backs off and asks again.
     _withTicket: function (then) {
@@ -261,7 +291,7 @@
       var turn = ++this._turn;
       var settle = function (handle) {
         return function (value) {
-          if (turn !== self._turn || self._stopped) return;
+          if (turn !== self._turn || !self._live()) return;
           self._turn += 1;  // settled: a late answer (after a timeout) is ignored
           clearTimeout(self._ticketTimer);
           self._ticketTimer = null;
@@ -270,12 +300,10 @@
       };
       var failed = settle(function (error) {
         var status = error && typeof error.status === "number" ? error.status : 0;
-        var reason = (error && error.message) || "the ticket source failed";
-        if (status && !TRANSIENT[status]) {
-          self._stop("refused", {status: status, reason: "no ticket: " + reason});
-        } else {
-          self._recover(self._connect, {status: status || undefined, reason: "no ticket: " + reason});
-        }
+        var detail = {status: status || undefined,
+                      reason: "no ticket: " + ((error && error.message) || "the ticket source failed")};
+        if (status && !TRANSIENT[status]) self._setState("refused", detail);
+        else self._reconnect("ticket-failed", detail);
       });
       this._ticketTimer = setTimeout(function () {
         failed(httpError(0, "no answer within " + self.options.ticketTimeout + " ms"));
@@ -286,8 +314,7 @@
     },
 
     _probe: function () {
-      var self = this;
-      if (this._stopped) return;
+      if (!this._live()) return;
       if (typeof root.fetch !== "function") { this._connect(); return; }
       // With tickets, the probe spends a fresh ticket of its own: a ticket is never sent twice.
       if (this._tickets) this._withTicket(function (ticket) { this._head(this.subscribeUrl(ticket)); });
@@ -302,20 +329,15 @@
         method: "HEAD", cache: "no-store",
         credentials: this.options.withCredentials ? "include" : "same-origin"
       }).then(function (reply) { return reply.status; }, function () { return 0; }).then(function (status) {
-        if (self._stopped) return;
-        if (status === 204) self._stop("closed", {status: status, reason: "closed by the server"});
+        if (!self._live()) return;
+        var http = status ? " (HTTP " + status + ")" : " (no answer)";
+        if (status === 204) self._setState("closed", {status: status, reason: "closed by the server"});
         else if (status >= 200 && status < 300) self._connect();
-        else if (TRANSIENT[status]) self._recover();
-        else self._stop("refused", {status: status, reason: "the server refused the stream (HTTP " + status + ")"});
+        else if (TRANSIENT[status]) {
+          self._reconnect("unavailable", {status: status || undefined,
+                                          reason: "the server cannot take the stream yet" + http});
+        } else self._setState("refused", {status: status, reason: "the server refused the stream" + http});
       });
-    },
-
-    _stop: function (state, detail) {
-      this._stopped = true;
-      if (this._timer) { clearTimeout(this._timer); this._timer = null; }
-      if (this._ticketTimer) { clearTimeout(this._ticketTimer); this._ticketTimer = null; }
-      if (this._source) { this._source.close(); this._source = null; }
-      this._setState(state, detail);
     },
 
     // -- events -------------------------------------------------------------------------------------
@@ -328,9 +350,9 @@
         // nor from before it (the replay would hand back this close and end the stream again).
         this._remember(stripCloseMark(id));
         var info = parseJSON(message.data) || {};
-        this._stop("closed", {reason: info.reason || "closed by the server"});
+        this._setState("closed", {reason: info.reason || "closed by the server"});
       } else if (name === "busy") {
-        // The stream ends now and the browser comes back after the retry the server sent with it.
+        // The stream ends next; _reconnect("busy") waits out the delay the server asked for.
         var busy = parseJSON(message.data) || {};
         event.reason = busy.reason;
         event.retry = busy.retry;
@@ -359,16 +381,25 @@
       try { return this._store ? this._store.getItem(this._storeKey) : null; } catch (e) { return null; }
     },
 
+    // -- state --------------------------------------------------------------------------------------
+
+    /** The one place the state changes (the table at the top), and the one that tells "state" handlers. */
     _setState: function (state, detail) {
+      if (!this._live()) return;  // closed and refused are for good
       this.state = state;
       this._detail = detail || {};
-      this._emitState();
+      if (FINAL[state]) {
+        if (this._timer) { clearTimeout(this._timer); this._timer = null; }
+        if (this._ticketTimer) { clearTimeout(this._ticketTimer); this._ticketTimer = null; }
+        if (this._source) { this._source.close(); this._source = null; }
+      }
+      var d = this._detail;
+      this._emit("state", {state: state, retries: this.retries, delay: d.delay, status: d.status,
+                           reason: d.reason, lastEventId: this.lastEventId});
     },
 
-    _emitState: function () {
-      var d = this._detail || {};
-      this._emit("state", {state: this.state, retries: this.retries, delay: d.delay, status: d.status,
-                           reason: d.reason, lastEventId: this.lastEventId});
+    _live: function () {
+      return !FINAL[this.state];
     },
 
     _emit: function (name, arg) {
