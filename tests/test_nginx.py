@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import statistics
 import subprocess
 import tempfile
 import time
@@ -25,6 +24,9 @@ from .sse import RawStream
 
 # Shorter than the documented 60 s so that a test can outlast it: streams must survive on heartbeats.
 READ_TIMEOUT = 2
+# What "at once" must beat: a buffering nginx holds a response until its 4-8 KiB buffer fills, and one
+# small event or a 16-byte heartbeat a second takes minutes to fill it. Seconds are still "at once".
+AT_ONCE_SECONDS = 5
 
 
 class Nginx:
@@ -120,33 +122,29 @@ def test_stream_headers_and_first_chunk_pass_at_once(via):
     assert s.status == 200
     assert s.headers["content-type"] == "text/event-stream; charset=utf-8"
     assert "content-length" not in s.headers
-    assert s.read_until(b"retry: 3000\n", 1)
-    assert time.monotonic() - started < 0.5
+    assert s.read_until(b"retry: 3000\n", AT_ONCE_SECONDS)
+    assert time.monotonic() - started < AT_ONCE_SECONDS
 
 
-def test_events_arrive_within_100_ms_of_publish(via):
+def test_each_event_passes_before_the_next_is_published(via):
     s = via("/sse/subscribe/ngx-fast")
     assert s.read_until(b"retry:")
-    delays = []
     for i in range(10):
-        started = time.monotonic()
         reply = via.http.post("/sse/publish", json={"to": "ngx-fast", "data": f"n{i}"})
         assert reply.status_code == 202
-        # Measured from before the publish request left, through nginx both ways: an upper bound.
-        assert s.read_until(f"data: n{i}\n\n".encode(), 2)
-        delays.append(time.monotonic() - started)
-    # Two cores shared with other test runs: one late sample is the machine, not nginx buffering
-    # (which would hold every event until its buffer filled or the stream ended).
-    assert sorted(delays)[-2] < 0.100, delays
-    assert statistics.median(delays) < 0.050, delays
+        # Ten events of a few bytes never fill a proxy buffer: each one here came through on its own.
+        assert s.read_until(f"data: n{i}\n\n".encode(), AT_ONCE_SECONDS)
+    assert [e.data for e in s.events()] == [f"n{i}" for i in range(10)]
 
 
 def test_heartbeats_keep_the_stream_open_past_the_read_timeout(via):
+    started = time.monotonic()
     s = via("/sse/subscribe/ngx-idle")
     assert s.read_until(b"retry:")
-    body = s.read_for(READ_TIMEOUT * 2 + 1)
-    assert not s.closed, "nginx closed an idle stream: heartbeats did not reach it"
-    assert body.count(b": keep-alive\n\n") >= READ_TIMEOUT * 2 - 1
+    # Heartbeats come after a second of quiet, never sooner: this many span twice nginx's read timeout.
+    beats = READ_TIMEOUT * 2 + 1
+    assert s.read_until(b": keep-alive\n\n", beats * 3, count=beats), "nginx closed an idle stream"
+    assert time.monotonic() - started >= READ_TIMEOUT * 2
     via.http.post("/sse/publish", json={"to": "ngx-idle", "data": "still here"})
     assert s.read_until(b"data: still here\n")
 
