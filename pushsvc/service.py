@@ -172,8 +172,9 @@ class Service:
         return self.broker.client(client_id)
 
     def health(self) -> dict[str, Any]:
+        """What ``/healthz`` reports: the broker's own answer, within a second."""
         self.start()
-        return self.broker.health()
+        return self.broker.probe()
 
     # -- subscribing --------------------------------------------------------------------------------
 

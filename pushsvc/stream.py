@@ -43,9 +43,14 @@ def open_stream(conn: Connection, *, broker: Broker, registry: Registry, stats: 
                 refuse: Callable[[str, str | None], bytes]) -> Iterator[bytes]:
     """The bytes of one stream: ``retry:``, the replay (or ``event: reset``), then live events.
 
-    ``refuse(reason, last_event_id)`` gives the soft refusal to end with when the resume cannot be read.
+    ``refuse(reason, last_event_id)`` gives the soft refusal to end with when the broker cannot take the
+    stream after all (its ``on_subscribe`` or the resume failed).
     """
-    conn.skip_through(broker.on_subscribe(conn))
+    try:
+        conn.skip_through(broker.on_subscribe(conn))
+    except BrokerUnavailable:
+        yield refuse("broker unavailable", last_event_id)
+        return
     registry.add(conn)
     unwatch = peer.watch(lambda: _hung_up(registry, conn)) if peer is not None else None
     stats.connections_opened += 1

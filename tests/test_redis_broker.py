@@ -236,7 +236,7 @@ def test_reader_resumes_after_its_last_id_and_reads_a_new_generation_from_the_st
     publish(broker, [Message(Target.everyone(), body("before the reader"))])
     got: list = []
     reader = Reader(redis_server.url, broker.keys, "w-test", lambda target, frame: got.append(frame),
-                    connect_timeout=1)
+                    head=broker.head, connect_timeout=1)
     try:
         reader._connect()  # what start() does first: begin at the stream's head
         ids = publish(broker, [Message(Target.everyone(), body("one")),
@@ -263,7 +263,8 @@ def test_reader_resumes_after_its_last_id_and_reads_a_new_generation_from_the_st
 
 def test_the_canary_read_back_is_what_health_follows(make, redis_server):
     broker = make()
-    reader = Reader(redis_server.url, broker.keys, "w-canary", lambda target, frame: None, connect_timeout=1)
+    reader = Reader(redis_server.url, broker.keys, "w-canary", lambda target, frame: None, head=broker.head,
+                    connect_timeout=1)
     try:
         reader._connect()
         reader.started = True  # as if start() had run: healthy() now follows the canary

@@ -70,7 +70,12 @@ class Broker(ABC):
 
     @abstractmethod
     def health(self) -> dict[str, Any]:
-        """``{"ok": bool, ...}``: can this worker publish and receive right now? No I/O: cached state."""
+        """``{"ok": bool, ...}``: can this worker publish and receive right now? No I/O: cached state,
+        asked on every subscribe."""
+
+    def probe(self) -> dict[str, Any]:
+        """Like :meth:`health`, for ``/healthz``: may ask the broker itself, within a second."""
+        return self.health()
 
     @abstractmethod
     def clients(self) -> dict[str, ClientInfo]:

@@ -29,6 +29,7 @@ from ...model import RESET_EXPIRED, RESET_UNKNOWN, ClientInfo, Frame, Message, P
 from ...registry import Connection, Registry
 from ..base import Broker
 from .check import check_url
+from .clock import RedisClock
 from .errors import UNAVAILABLE, unavailable
 from .presence import PRESENCE_REFRESH_SECONDS, Presence
 from .reader import CANARY_INTERVAL_SECONDS, Reader, write_canary
@@ -44,17 +45,22 @@ from .schema import (
     parse_event_id,
     stream_id_tuple,
 )
-from .scripts import HEAD, PUBLISH, REPLAY
+from .scripts import HEAD, LATE, PUBLISH, REPLAY
 from .tickets import RedisTickets
 
 log = logging.getLogger(__name__)
 
-# Connections for publish, presence, replay and tickets, shared by every greenlet of a worker. A
-# greenlet that finds them all busy waits up to POOL_WAIT_SECONDS for one.
-POOL_SIZE = 8
-POOL_WAIT_SECONDS = 5.0
-CONNECT_TIMEOUT_SECONDS = 2.0
-COMMAND_TIMEOUT_SECONDS = 5.0
+# Connections for publish, presence, replay and tickets, shared by every greenlet of a worker. Every
+# call on them fails fast: a Redis that hangs (paused, swapping, a long command ahead) must turn into a
+# 503 or a soft refusal within a second, not hold publishers and browsers for a long timeout. A greenlet
+# that finds all connections busy waits POOL_WAIT_SECONDS at most, a command COMMAND_TIMEOUT_SECONDS.
+POOL_SIZE = 16
+POOL_WAIT_SECONDS = 0.2
+CONNECT_TIMEOUT_SECONDS = 0.7
+COMMAND_TIMEOUT_SECONDS = 0.7
+# A publish script that Redis starts later than this after it was sent stores nothing (clock.py): well
+# inside the command timeout, so a publish answered 503 is never delivered later.
+PUBLISH_DEADLINE_SECONDS = 0.4
 # Entries per XRANGE while replaying a long gap.
 REPLAY_PAGE = 1000
 
@@ -80,6 +86,7 @@ class RedisBroker(Broker):
             raise ConfigError(f"PUSHSVC_BROKER_URL is not a valid Redis URL: {error}") from None
         self.redis = redis.Redis(connection_pool=pool)
         self.tickets = RedisTickets(self.redis, self.keys)
+        self.clock = RedisClock(self.redis)
         self._publish = self.redis.register_script(PUBLISH)
         self._replay = self.redis.register_script(REPLAY)
         self._head = self.redis.register_script(HEAD)
@@ -125,11 +132,16 @@ class RedisBroker(Broker):
         """
         self._serve()
         try:
-            generation, last = (v.decode() for v in self._head(keys=[self.keys.stream, self.keys.generation]))
+            generation, last = self.head()
         except UNAVAILABLE as error:
             log.info("head of the stream unknown for %s: %s", conn.client_id, error)
-            return None
+            raise unavailable(error) from error
         return event_key(generation, last)
+
+    def head(self) -> tuple[str, str]:
+        """The stream's generation and newest stream id, on the fast-failing pool."""
+        generation, last = self._head(keys=[self.keys.stream, self.keys.generation])
+        return generation.decode(), last.decode()
 
     def _serve(self) -> None:
         """Start what a worker that serves streams needs: the reader, the canary, presence. Once."""
@@ -139,7 +151,7 @@ class RedisBroker(Broker):
             return
         self._serving = True
         registry = self.registry
-        self.reader = Reader(self.url, self.keys, self.worker, registry.dispatch,
+        self.reader = Reader(self.url, self.keys, self.worker, registry.dispatch, head=self.head,
                              connect_timeout=CONNECT_TIMEOUT_SECONDS)
         self.reader.start()
         self.presence.attach(registry)
@@ -153,6 +165,7 @@ class RedisBroker(Broker):
         while True:
             try:
                 write_canary(self.redis, self.keys, self.worker)
+                self.clock.measure()
                 if not self._canary_ok:
                     log.info("canary of worker %s written again", self.worker)
                 self._canary_ok = True
@@ -185,9 +198,18 @@ class RedisBroker(Broker):
         """Cached state: no Redis call (the first call in a worker starts the reader)."""
         self._serve()
         if self.reader is None:  # being built right now, in another greenlet
-            return {"ok": True, "reader": "starting"}
+            return {"ok": False, "reader": "starting"}
         ok = self.reader.healthy() and self._canary_ok
         return {"ok": ok, "worker": self.worker, **self.reader.state()}
+
+    def probe(self) -> dict[str, Any]:
+        """A ``PING`` on the fast-failing pool first, so a hung Redis reads as down within a second,
+        even in a worker that has just started; then the cached state."""
+        try:
+            self.redis.ping()
+        except redis.RedisError as error:
+            return {"ok": False, "worker": self.worker, "error": f"Redis does not answer: {error}"}
+        return self.health()
 
     # -- publish and replay -------------------------------------------------------------------------
 
@@ -199,13 +221,18 @@ class RedisBroker(Broker):
         # deliver a close and end the very streams it was meant to count.
         registry = self.registry
         local = [registry.count(m.target) if registry is not None else 0 for m in messages]
-        args: list[Any] = [self.history_size, self.ttl_ms, self.keys.worker_prefix, self.worker]
-        for message in messages:
-            args += (encode_target(message.target), message.body, "1" if message.close else "")
         try:
+            args: list[Any] = [self.history_size, self.ttl_ms, self.keys.worker_prefix, self.worker,
+                               self.clock.deadline_ms(PUBLISH_DEADLINE_SECONDS)]
+            for message in messages:
+                args += (encode_target(message.target), message.body, "1" if message.close else "")
             reply = self._publish(keys=[self.keys.stream, self.keys.generation, self.keys.workers],
                                   args=args)
         except UNAVAILABLE as error:
+            raise unavailable(error) from error
+        except redis.ResponseError as error:
+            if LATE not in str(error):
+                raise
             raise unavailable(error) from error
         generation = reply[0].decode()
         results = []

@@ -27,7 +27,6 @@ from redis.retry import Retry
 
 from ...model import Frame, Target
 from .schema import Keys, decode_target, entry_frame, stream_id_tuple
-from .scripts import HEAD
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +47,7 @@ class Reader:
     """Reads the stream for one worker and hands each event to ``dispatch(target, frame)``."""
 
     def __init__(self, url: str, keys: Keys, worker: str, dispatch: Callable[[Target, Frame], Any],
-                 *, connect_timeout: float):
+                 *, head: Callable[[], tuple[str, str]], connect_timeout: float):
         self.keys = keys
         self.worker = worker
         self.dispatch = dispatch
@@ -60,7 +59,9 @@ class Reader:
             socket_timeout=BLOCK_MS / 1000 + 5, socket_keepalive=True, retry=Retry(NoBackoff(), 0),
             client_name=f"pushsvc-reader:{worker}")
         self.redis = redis.Redis(connection_pool=pool)
-        self._head = self.redis.register_script(HEAD)
+        # (generation, newest stream id), asked on the broker's fast-failing pool: this connection's
+        # long timeout is for the blocking read, and must not hold a starting worker for seconds.
+        self._head = head
         self.generation: str | None = None
         self.last_id = "0-0"
         self.canary_id = "0-0"
@@ -88,7 +89,7 @@ class Reader:
         self.redis.connection_pool.disconnect()
 
     def _connect(self) -> None:
-        generation, last = (v.decode() for v in self._head(keys=[self.keys.stream, self.keys.generation]))
+        generation, last = self._head()
         if self.generation is None:
             self.last_id = last
         elif generation != self.generation:
@@ -159,7 +160,7 @@ class Reader:
 
     def healthy(self) -> bool:
         if not self.started:
-            return True  # start() is finding the stream's head right now; it says so if it cannot
+            return False  # start() is finding the stream's head right now
         return self.connected and time.monotonic() - self.canary_seen < CANARY_STALE_SECONDS
 
     def state(self) -> dict[str, Any]:

@@ -95,14 +95,29 @@ local function online(live, prefix, target)
 end
 """
 
-# KEYS: stream, generation, workers. ARGV: maxlen, ttl_ms, worker prefix, self, then per message
-# (target, body, close flag). Returns {generation, id1, online1, id2, online2, ...}: all messages are
-# stored, in order, in one atomic step, and each one's audience is counted on the other workers.
-PUBLISH = _LUA_GENERATION + _LUA_TRIM_BY_AGE + _LUA_LIVE_WORKERS + _LUA_ONLINE + """
+# A script that starts after its caller's deadline (Redis time, ms) stores nothing: the caller has given up
+# and answered 503 by then (see clock.py).
+_LUA_DEADLINE = """
+local function past(deadline_ms)
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) > tonumber(deadline_ms)
+end
+"""
+
+# The error a late publish answers; nothing was stored.
+LATE = "PUSHSVC_LATE"
+
+# KEYS: stream, generation, workers. ARGV: maxlen, ttl_ms, worker prefix, self, deadline, then per
+# message (target, body, close flag). Returns {generation, id1, online1, id2, online2, ...}: all messages
+# are stored, in order, in one atomic step, and each one's audience is counted on the other workers.
+PUBLISH = _LUA_DEADLINE + _LUA_GENERATION + _LUA_TRIM_BY_AGE + _LUA_LIVE_WORKERS + _LUA_ONLINE + """
+if past(ARGV[5]) then
+  return redis.error_reply('""" + LATE + """ the deadline of the publish passed before Redis ran it')
+end
 local gen = ensure_generation(KEYS[2])
 local live = live_workers(KEYS[3], ARGV[3], ARGV[4])
 local out = {gen}
-for i = 5, #ARGV, 3 do
+for i = 6, #ARGV, 3 do
   local id
   if ARGV[i + 2] == '1' then
     id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*',
