@@ -36,6 +36,18 @@ def test_subscribe_headers_and_first_chunk_arrive_at_once(streams):
     assert time.monotonic() - started < HEARTBEAT_SECONDS / 6
 
 
+def test_a_hang_up_is_noticed_at_once_not_at_the_next_heartbeat(streams, client):
+    s = streams.raw("/sse/subscribe/basics-gone")
+    assert s.read_until(b"retry:")
+    assert wait_for(lambda: client.get("/sse/clients/basics-gone").status_code == 200)
+    s.close()
+    started = time.monotonic()
+    assert wait_for(lambda: client.get("/sse/clients/basics-gone").status_code == 404, HEARTBEAT_SECONDS)
+    # Seen only on the next write, the hang-up would wait for the heartbeat: a sixth of it is "at once"
+    # with room for a loaded machine.
+    assert time.monotonic() - started < HEARTBEAT_SECONDS / 6
+
+
 def test_event_bytes_on_the_wire(streams, client):
     s = streams.raw("/sse/subscribe/basics-wire")
     s.read_until(b"retry:")
