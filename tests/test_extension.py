@@ -91,7 +91,10 @@ def test_send_batch_publishes_in_order_or_not_at_all():
         assert refused.value.index == index
     with pytest.raises(InvalidInput):
         push.send_batch([])
-    assert all(not _drain(service, client_id) for client_id in conns)  # nothing half-published
+    # Nothing half-published: the next frame each stream gets is this marker.
+    marker = push.broadcast("marker")
+    for client_id in conns:
+        assert [f.event_id for f in _drain(service, client_id)] == [marker], client_id
     for sub in conns.values():
         sub.body.close()
     assert push.count() == 0
