@@ -7,6 +7,8 @@ from pushsvc.brokers.memory import MemoryBroker
 from pushsvc.model import RESET_EXPIRED, RESET_UNKNOWN, Message, Target, is_close_id
 from pushsvc.registry import Registry
 
+from .helpers import FakeClock
+
 
 def publish(broker, messages):
     """Publish through the broker; the ids it answered."""
@@ -17,8 +19,8 @@ def message(target: Target, text: str, close: bool = False) -> Message:
     return Message(target, wire.encode_body(text), close=close)
 
 
-def broker(size: int = 100, ttl: float = 600) -> MemoryBroker:
-    b = MemoryBroker(history_size=size, history_ttl_seconds=ttl)
+def broker(size: int = 100, ttl: float = 600, clock: FakeClock | None = None) -> MemoryBroker:
+    b = MemoryBroker(history_size=size, history_ttl_seconds=ttl, clock=clock or FakeClock())
     b.start(Registry())
     return b
 
@@ -66,24 +68,22 @@ def test_ids_older_than_the_history_reset():
 
 
 def test_ttl_expires_history():
-    now = [1000.0]
-    b = broker()
-    b.history._clock = lambda: now[0]
+    clock = FakeClock()
+    b = broker(clock=clock)
     ids = publish(b, [message(Target.everyone(), "old")])
     publish(b, [message(Target.everyone(), "old2")])
-    now[0] += 601
+    clock.advance(601)
     assert b.replay(ids[0], "u", []).reset == RESET_EXPIRED
     # Nothing retained, but the client saw the newest event: nothing is missing.
     assert b.replay(f"{b.epoch}-2", "u", []).reset is None
 
 
 def test_expired_events_leave_memory_as_new_ones_come():
-    now = [1000.0]
-    b = broker(size=10_000, ttl=10)
-    b.history._clock = lambda: now[0]
+    clock = FakeClock()
+    b = broker(size=10_000, ttl=10, clock=clock)
     for _ in range(100):
         publish(b, [message(Target.everyone(), "tick")])
-        now[0] += 1
+        clock.advance(1)
     # Ten seconds of events are kept (the eleventh is exactly on the horizon), not all 100.
     assert len(b.history) == 11
     ids = publish(b, [message(Target.everyone(), "last")])
@@ -101,3 +101,14 @@ def test_close_events_are_marked_and_end_the_stream():
     assert replay.frames[-1].end and replay.frames[-1].event_id == close_id
     assert b.replay(before, "u2", []).frames == []
     assert b.replay(close_id, "u1", []).reset is None
+
+
+def test_tickets_expire_by_the_brokers_clock():
+    clock = FakeClock()
+    b = broker(clock=clock)
+    b.tickets.put("t-1", "alice", 30)
+    b.tickets.put("t-2", "bob", 30)
+    assert b.tickets.take("t-1") == "alice"
+    assert b.tickets.take("t-1") is None
+    clock.advance(31)
+    assert b.tickets.take("t-2") is None

@@ -94,7 +94,7 @@ def test_the_memory_broker_stops_and_starts_again():
 _REDIS_LIFECYCLE = textwrap.dedent("""
     from gevent import monkey
     monkey.patch_all()
-    import json, sys, gevent
+    import json, sys, gevent, redis
     from pushsvc.brokers.redis import RedisBroker
     from pushsvc.model import Message, Target
     from pushsvc.registry import Connection, Registry
@@ -124,8 +124,11 @@ _REDIS_LIFECYCLE = textwrap.dedent("""
     broker.start(registry)
     two = serve("two")
     report["again"] = publish_and_wait(two, "again")
-    gevent.sleep(0.3)  # a second reader, if there were one, would have queued a copy by now
-    report["copies"] = one.queue.qsize() + two.queue.qsize()
+    # A second reader would queue a second "again" ahead of this marker: each reads the stream in order.
+    report["marker"] = publish_and_wait(two, "marker")
+    report["one"] = [one.queue.get_nowait().data.decode() for _ in range(one.queue.qsize())]
+    names = [c.get("name", "") for c in redis.Redis.from_url(sys.argv[1]).client_list()]
+    report["readers"] = sum(name.startswith("pushsvc-reader:") for name in names)
     report["presence_listeners"] = registry.listeners.count(broker.presence._on_change)
     broker.stop()
     print(json.dumps(report))
@@ -139,8 +142,10 @@ def test_the_redis_broker_stops_and_starts_again_with_one_reader(redis_server):
     report = json.loads(done.stdout.strip().splitlines()[-1])
     assert report["first"].endswith("data: first\n") and report["again"].endswith("data: again\n")
     assert report["stopped"] is True
-    # "one" gets "again" too (it is still registered); nothing arrives twice.
-    assert report["copies"] == 1
+    # Nothing arrives twice: "two" got the marker next, "one" (still registered) each event once.
+    assert report["marker"].endswith("data: marker\n")
+    assert [frame.rpartition("data: ")[2] for frame in report["one"]] == ["again\n", "marker\n"]
+    assert report["readers"] == 1
     assert report["presence_listeners"] == 1
 
 
