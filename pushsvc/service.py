@@ -25,6 +25,7 @@ from .auth import AuthError, Authorizer, Credentials, Gate
 from .brokers import create_broker
 from .brokers.base import Broker, BrokerUnavailable
 from .config import Settings
+from .limits import LIMIT_REPORTED, file_limit, stream_cap
 from .messages import close_message, is_event_id
 from .model import ClientInfo, Frame, Message, Published, is_close_id
 from .registry import Connection, Registry
@@ -65,6 +66,7 @@ class Service:
         self.registry.delivered = self.stats.delivered
         self.registry.listeners.append(self.stats.on_connection)
         self._started_in: int | None = None
+        self.max_streams = settings.max_connections
         self._housekeeper: gevent.Greenlet | None = None
         self.draining = False
 
@@ -75,6 +77,11 @@ class Service:
         if self._started_in == os.getpid():
             return
         self._started_in = os.getpid()
+        # Read in the worker: the limit is the one in force after gunicorn (or the host) set it.
+        self.max_streams = stream_cap(self.settings.max_connections, file_limit())
+        if self.max_streams < self.settings.max_connections and not os.environ.get(LIMIT_REPORTED):
+            log.warning("worker %s holds at most %d streams: its file limit is %s", os.getpid(),
+                        self.max_streams, file_limit())
         self.broker.start(self.registry)
         self._housekeeper = gevent.spawn(self._housekeeping)
         Service.started.add(self)
@@ -208,7 +215,7 @@ class Service:
             return Subscription(204, reason="closed")
         if self.draining:
             return self._busy("restarting", last_event_id)
-        if len(self.registry) >= self.settings.max_connections:
+        if len(self.registry) >= self.max_streams:
             return self._busy("full", last_event_id)
         if not self.broker.health().get("ok"):
             return self._busy("broker unavailable", last_event_id)

@@ -56,7 +56,8 @@ class Gunicorn:
     """``gunicorn -c gunicorn.conf.py wsgi:app`` from the project's root, as a user starts it."""
 
     def __init__(self, *, workers: int = 1, env: dict[str, str] | None = None, app: str = "wsgi:app",
-                 port: int | None = None, args: tuple[str, ...] = (), health: str = "/healthz"):
+                 port: int | None = None, args: tuple[str, ...] = (), health: str = "/healthz",
+                 wrapper: tuple[str, ...] = ()):
         self.port = port or free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.workers = workers
@@ -66,12 +67,14 @@ class Gunicorn:
         self.env.update(env or {})
         self.app = app
         self.args = args
+        # A command that runs gunicorn, such as ("prlimit", "--nofile=300:300", "--").
+        self.wrapper = wrapper
         self.health = health
         self.log = tempfile.NamedTemporaryFile(prefix="gunicorn-", suffix=".log", delete=False)  # noqa: SIM115
         self.proc: subprocess.Popen | None = None
 
     def start(self, timeout: float = 20) -> Gunicorn:
-        cmd = [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", self.app,
+        cmd = [*self.wrapper, sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", self.app,
                "--bind", f"127.0.0.1:{self.port}", "--workers", str(self.workers), *self.args]
         self.proc = subprocess.Popen(cmd, cwd=ROOT, env=self.env, stdout=self.log, stderr=subprocess.STDOUT,
                                      start_new_session=True)

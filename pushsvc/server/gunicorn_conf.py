@@ -43,6 +43,13 @@ from pushsvc.config import (  # noqa: E402
     ConfigError,
     Settings,
 )
+from pushsvc.limits import (  # noqa: E402
+    FD_RESERVE,
+    LIMIT_REPORTED,
+    connection_cap,
+    file_limit,
+    stream_cap,
+)
 from pushsvc.metrics import worker_exited  # noqa: E402
 from pushsvc.server.logging import RedactingLogger  # noqa: E402
 
@@ -142,8 +149,25 @@ def on_starting(server):
             f"worker_connections ({cfg.worker_connections}) so publish and health requests find room; "
             "raise PUSHSVC_WORKER_CONNECTIONS"
         )
-    _raise_file_limit(cfg.worker_connections + 100)
+    _raise_file_limit(cfg.worker_connections + FD_RESERVE)
+    _fit_file_limit(server, settings)
     _wipe_metrics_dir()
+
+
+def _fit_file_limit(server, settings):
+    # Past the file limit accept() fails with EMFILE and publish and health wait unanswered: accept no
+    # more sockets than there are descriptors, and say once when the limit lowers what was asked for.
+    limit = file_limit()
+    connections = connection_cap(server.cfg.worker_connections, limit)
+    if connections < server.cfg.worker_connections:
+        server.cfg.set("worker_connections", connections)
+    streams = stream_cap(settings.max_connections, limit)
+    if streams < settings.max_connections:
+        server.log.warning(
+            "pushsvc: the file limit (%s descriptors, ulimit -n) caps each worker at %d streams and %d "
+            "connections instead of PUSHSVC_MAX_CONNECTIONS=%d; raise the limit to hold more",
+            limit, streams, connections, settings.max_connections)
+        os.environ[LIMIT_REPORTED] = "1"
 
 
 def post_worker_init(worker):
