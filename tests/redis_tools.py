@@ -93,10 +93,10 @@ class Streams:
             with ThreadPoolExecutor(6) as pool:
                 batch = list(pool.map(lambda _: self.raw(f"/sse/subscribe/{client_id}"), range(6)))
             for stream in batch:
-                assert stream.read_until(b"retry:", 3)
+                assert stream.read_until(b"retry:")
             opened += batch
             count = len(opened)
-            assert wait_for(lambda: sum(holders(redis_url, client_id).values()) == count, 3)  # noqa: B023
+            assert wait_for(lambda: sum(holders(redis_url, client_id).values()) == count, 10)  # noqa: B023
             if len(holders(redis_url, client_id)) >= self.server.workers:
                 return opened
         raise AssertionError(f"streams of {client_id} never reached every worker")
