@@ -25,7 +25,7 @@ from .browser import (
     subscribe_urls,
     wait_entry,
 )
-from .conftest import wait_for
+from .helpers import wait_for
 from .servers import ROOT, Gunicorn
 
 # The shared fixtures, under their own names so that pytest finds them here.

@@ -18,7 +18,7 @@ from .browser import (
     wait_entry,
     wait_states,
 )
-from .conftest import wait_for
+from .helpers import wait_for
 from .proxy import FlakyProxy
 from .servers import Gunicorn, RedisServer
 from .sse import RawStream

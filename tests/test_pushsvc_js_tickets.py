@@ -19,7 +19,7 @@ import pytest
 
 from . import browser as tools
 from .browser import FAST, fake_network_page, publish, subscribe_urls, wait_states
-from .conftest import wait_for
+from .helpers import wait_for
 from .proxy import FlakyProxy
 from .servers import Gunicorn, RedisServer
 from .sse import RawStream
