@@ -73,12 +73,17 @@ def open_stream(conn: Connection, *, broker: Broker, registry: Registry, stats: 
     finally:
         if unwatch is not None:
             unwatch()
-        registry.remove(conn)
-        stats.connections_closed += 1
-        if conn.dead and ended == "client gone":
-            ended = "cut off"
-        log.info("disconnect %s worker=%s after %.1f s, %d events: %s", conn.client_id, os.getpid(),
-                 time.monotonic() - conn.opened, conn.sent, ended)
+        _closed(conn, registry, stats, ended)
+
+
+def _closed(conn: Connection, registry: Registry, stats: Stats, ended: str) -> None:
+    """The stream's generator is done: leave the registry, count it and say why it ended."""
+    registry.remove(conn)
+    stats.connections_closed += 1
+    if conn.dead and ended == "client gone":
+        ended = "cut off"
+    log.info("disconnect %s worker=%s after %.1f s, %d events: %s", conn.client_id, os.getpid(),
+             time.monotonic() - conn.opened, conn.sent, ended)
 
 
 def _hung_up(registry: Registry, conn: Connection) -> None:

@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import gevent
+import gevent.event
 import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
@@ -99,6 +100,7 @@ class RedisBroker(Broker):
         self._keeper: gevent.Greenlet | None = None
         self._canary_ok = True
         self._serving = False
+        self._started = gevent.event.Event()
 
     @classmethod
     def from_settings(cls, settings: Settings) -> RedisBroker:
@@ -121,6 +123,7 @@ class RedisBroker(Broker):
             self.reader = None
             self._keeper = None
             self._serving = False
+            self._started = gevent.event.Event()
         self.registry = registry
 
     def on_subscribe(self, conn: Connection) -> Any:
@@ -145,15 +148,23 @@ class RedisBroker(Broker):
 
     def _serve(self) -> None:
         """Start what a worker that serves streams needs: the reader, the canary, presence. Once."""
-        # Set before any I/O: the reader connects in its constructor, a greenlet switch during which a
-        # second connect would otherwise start a second reader (and every event would arrive twice).
-        if self._serving or self.registry is None:
+        # Set before any I/O: the reader finds the stream's head in start(), a greenlet switch during
+        # which a second call would otherwise start a second reader (and every event would arrive twice).
+        # Callers meanwhile wait for that first start (bounded by the pool's timeouts), so the first
+        # subscribes of a fresh worker are served, not refused.
+        if self.registry is None:
+            return
+        if self._serving:
+            self._started.wait(CONNECT_TIMEOUT_SECONDS + COMMAND_TIMEOUT_SECONDS)
             return
         self._serving = True
         registry = self.registry
         self.reader = Reader(self.url, self.keys, self.worker, registry.dispatch, head=self.head,
                              connect_timeout=CONNECT_TIMEOUT_SECONDS)
-        self.reader.start()
+        try:
+            self.reader.start()
+        finally:
+            self._started.set()
         self.presence.attach(registry)
         self._keeper = gevent.spawn(self._keep)
         log.info("redis broker serving in worker %s (pid %s)", self.worker, os.getpid())
@@ -192,6 +203,7 @@ class RedisBroker(Broker):
                 log.info("presence of worker %s left to expire: %s", self.worker, error)
         self.presence.detach()
         self._serving = False
+        self._started = gevent.event.Event()
         self.redis.connection_pool.disconnect()
 
     def health(self) -> dict[str, Any]:
