@@ -15,12 +15,14 @@ system call as the first piece of the body.
 
 from __future__ import annotations
 
+import atexit
 import logging
 from collections.abc import Callable
 from types import FrameType
 from typing import Any
 
 import gevent
+from gevent import monkey
 from gunicorn.http import wsgi
 from gunicorn.workers.ggevent import GeventWorker
 
@@ -95,12 +97,33 @@ def use_coalescing_response() -> bool:
     return True
 
 
+def native_logging_lock() -> None:
+    """Give the logging module back a lock of the standard library, for the interpreter's last steps.
+
+    gevent's patch makes ``logging``'s module lock a pure-Python RLock that asks gevent which greenlet
+    runs. At exit, module globals are cleared in reverse import order, so gevent's (imported in the worker)
+    go before those of modules imported earlier in the arbiter, such as ``flask.logging``. Clearing that
+    module frees its ``default_handler``, a handler no logger holds, and logging's clean-up of it takes the
+    module lock, whose gevent half is gone by then: ``Exception ignored in: _removeHandlerRef …
+    TypeError: 'NoneType' object is not callable`` at every stop. Called once no greenlet runs any more,
+    a native lock is as safe, and it needs nothing that is cleared before logging itself.
+    """
+    logging._lock = monkey.get_original("_thread", "RLock")()  # type: ignore[attr-defined]
+
+
 class DrainingWorker(GeventWorker):
     """A gevent worker that drains pushsvc's streams on SIGTERM, SIGQUIT and SIGINT."""
+
+    _quitting = False
 
     def init_process(self) -> None:
         use_coalescing_response()
         super().init_process()
+
+    def patch(self) -> None:
+        super().patch()
+        # Registered after patching, so it runs first at exit, after the last greenlet's turn.
+        atexit.register(native_logging_lock)
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         # A signal handler may interrupt a greenlet half-way through a loop over the registry; the drain
@@ -108,6 +131,11 @@ class DrainingWorker(GeventWorker):
         gevent.spawn(self._drain_then, super().handle_exit, sig, frame)
 
     def handle_quit(self, sig: int, frame: FrameType | None) -> None:
+        # Ctrl-C reaches the worker twice (SIGINT to the terminal's process group, then the arbiter's
+        # SIGQUIT): a second quick stop would call sys.exit() in a greenlet during the interpreter's exit.
+        if self._quitting:
+            return
+        self._quitting = True
         gevent.spawn(self._drain_then, super().handle_quit, sig, frame)
 
     def timeout_ctx(self) -> gevent.Timeout:
