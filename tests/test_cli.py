@@ -16,7 +16,7 @@ from typing import ClassVar
 import httpx
 import pytest
 
-from .conftest import wait_for
+from .helpers import wait_for
 from .servers import ROOT, Gunicorn, free_port
 
 
