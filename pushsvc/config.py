@@ -7,6 +7,7 @@ then the defaults below. A bad value raises :class:`ConfigError` with one senten
 
 from __future__ import annotations
 
+import difflib
 import os
 import typing
 from collections.abc import Callable, Mapping
@@ -122,6 +123,45 @@ class Settings:
 
 
 _FIELD_NAMES = {f.name for f in fields(Settings)}
+
+# The PUSHSVC_* variables that are not Settings: gunicorn's, read by pushsvc/server/gunicorn_conf.py, and
+# the command-line client's, read by pushsvc/cli.py (tests/test_unknown_settings.py keeps both true).
+SERVER_VARIABLES = ("PUSHSVC_BIND", "PUSHSVC_WORKERS", "PUSHSVC_WORKER_CONNECTIONS", "PUSHSVC_BACKLOG",
+                    "PUSHSVC_WORKER_TIMEOUT", "PUSHSVC_GRACEFUL_TIMEOUT", "PUSHSVC_KEEPALIVE",
+                    "PUSHSVC_CONTROL_SOCKET", "PUSHSVC_ACCESS_LOG")
+CLIENT_VARIABLES = ("PUSHSVC_URL", "PUSHSVC_SUBSCRIBER_TOKEN")
+# Set in the environment once it has been checked: the gunicorn arbiter checks before it forks, so the
+# app each worker builds does not say it again.
+ENVIRONMENT_CHECKED = "_PUSHSVC_ENVIRONMENT_CHECKED"
+
+
+def known_variables() -> frozenset[str]:
+    """Every ``PUSHSVC_*`` name pushsvc reads: its settings, its gunicorn settings, its client's."""
+    settings = {PREFIX + name.upper() for name in _FIELD_NAMES}
+    return frozenset(settings.union(SERVER_VARIABLES, CLIENT_VARIABLES))
+
+
+def unknown_variables(environ: Mapping[str, str] | None = None) -> list[str]:
+    """One sentence for each ``PUSHSVC_*`` variable that pushsvc does not read, with the closest name."""
+    env = os.environ if environ is None else environ
+    known = known_variables()
+    # Compared without the prefix they all share, which would make any two names look alike.
+    bare = sorted(name.removeprefix(PREFIX) for name in known)  # sorted: the same pick on every run
+    found = []
+    for name in sorted(key for key in env if key.startswith(PREFIX) and key not in known):
+        close = difflib.get_close_matches(name.removeprefix(PREFIX), bare, n=1)
+        hint = f"did you mean {PREFIX}{close[0]}?" if close else "no pushsvc setting has a name like it"
+        found.append(f"unknown setting {name} in the environment is ignored; {hint}")
+    return found
+
+
+def check_environment(*, always: bool = False) -> list[str]:
+    """:func:`unknown_variables` of ``os.environ``, once: ``[]`` in a process started by one that has
+    checked already (a gunicorn worker), unless ``always`` (the arbiter, which starts the service)."""
+    if os.environ.get(ENVIRONMENT_CHECKED) and not always:
+        return []
+    os.environ[ENVIRONMENT_CHECKED] = "1"
+    return unknown_variables()
 
 
 def _fail(name: str, why: str) -> None:

@@ -10,7 +10,7 @@ from flask import Flask, current_app, has_app_context
 
 from .auth import Authorizer
 from .blueprint import create_blueprint
-from .config import Settings
+from .config import Settings, check_environment
 from .cors import Cors
 from .messages import build_batch, check_name, compose
 from .model import Target
@@ -41,6 +41,9 @@ class Push:
 
     def init_app(self, app: Flask, **settings: Any) -> None:
         merged = {**self._settings, **settings}
+        # Once per process; under pushsvc's gunicorn configuration the arbiter has said it already.
+        for line in check_environment():
+            log.warning("%s", line)
         config = Settings.load(app.config.get("PUSHSVC"), **merged)
         service = Service(config, authorizers=self._authorizers)
         app.extensions[EXTENSION_KEY] = service

@@ -42,6 +42,7 @@ from pushsvc.config import (  # noqa: E402
     MEMORY_SCHEMES,
     ConfigError,
     Settings,
+    check_environment,
 )
 from pushsvc.limits import (  # noqa: E402
     FD_RESERVE,
@@ -131,6 +132,9 @@ def _raise_file_limit(needed: int) -> None:
 
 def on_starting(server):
     """Refuse a configuration that cannot work, with one line that says what to change."""
+    # Said here, once for the whole server: the workers it forks inherit that it was checked.
+    for line in check_environment(always=True):
+        server.log.warning("pushsvc: %s", line)
     try:
         settings = Settings.load()
     except ConfigError as error:
