@@ -9,7 +9,7 @@ from typing import Any
 from flask import Blueprint, Response, current_app, jsonify, request
 from werkzeug.exceptions import HTTPException
 
-from . import inputs
+from . import inputs, openapi
 from .auth import AuthError, bearer
 from .brokers.base import BrokerUnavailable
 from .config import MAX_REQUEST_LINE_BYTES
@@ -57,6 +57,7 @@ def create_blueprint(name: str = "pushsvc") -> Blueprint:
     bp.add_url_rule("/clients/<client_id>", view_func=client, methods=["GET"])
     bp.add_url_rule("/healthz", view_func=healthz, methods=["GET"])
     bp.add_url_rule("/tickets", view_func=tickets, methods=["POST"])
+    bp.add_url_rule("/openapi.json", view_func=openapi_document, methods=["GET"])
     return bp
 
 
@@ -162,6 +163,11 @@ def client(client_id: str) -> tuple[Response, int]:
     if entry is None:
         return jsonify({"error": f"client {client_id!r} has no open stream"}), 404
     return jsonify(entry.to_json()), 200
+
+
+def openapi_document() -> Response:
+    """The OpenAPI 3.1 document of this blueprint, at its prefix (pushsvc/openapi.py)."""
+    return jsonify(openapi.document(service().settings))
 
 
 def healthz() -> tuple[Response, int]:
