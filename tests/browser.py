@@ -171,6 +171,32 @@ def open_page(browser) -> Iterator[Callable]:
         context.close()
 
 
+@pytest.fixture
+def open_tabs(browser) -> Iterator[Callable]:
+    """``open_tabs(url, count, init_script=None)`` -> [(page, watch)]: ``count`` tabs of one browser profile
+    (one context: shared storage, locks and channels, as the tabs of one browser window), each loaded in
+    turn; ``init_script`` runs in every page before its own scripts. All closed after the test."""
+    contexts = []
+
+    def open_tabs(url: str, count: int, init_script: str | None = None) -> list[tuple]:
+        context = browser.new_context(viewport=DESKTOP)
+        context.set_default_timeout(WAIT_MS)
+        contexts.append(context)
+        if init_script:
+            context.add_init_script(init_script)
+        tabs = []
+        for _ in range(count):
+            page = context.new_page()
+            watch = Watch.attach(page)
+            page.goto(url)
+            tabs.append((page, watch))
+        return tabs
+
+    yield open_tabs
+    for context in contexts:
+        context.close()
+
+
 # -- the demo page and its server ------------------------------------------------------------------
 
 
@@ -183,6 +209,11 @@ def subscribe(page, client_id: str, group: str = "") -> None:
 
 def expect_state(page, state: str) -> None:
     page.wait_for_selector(f'#state[data-state="{state}"]')
+
+
+def role(page) -> str:
+    """What the demo page says of its stream: "holder", "follower", "alone" or "none"."""
+    return page.get_attribute("#sharing", "data-role")
 
 
 def send(page, content: str, target: str = "this client", event: str = "") -> None:

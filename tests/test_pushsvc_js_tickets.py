@@ -25,7 +25,7 @@ from .servers import Gunicorn, RedisServer
 from .sse import RawStream
 
 # The shared fixtures, under their own names so that pytest finds them here.
-browser, open_page = tools.browser, tools.open_page
+browser, open_page, open_tabs = tools.browser, tools.open_page, tools.open_tabs
 
 SECRET = "js-ticket-test-secret-0123456789-abcdefghij"
 ENV = {**FAST, "PUSHSVC_JWT_SECRET": SECRET, "PUSHSVC_ACCESS_LOG": "-"}
@@ -348,3 +348,41 @@ def test_a_subscribe_the_token_does_not_allow_is_refused_after_one_probe(server,
     assert len(urls) == 2 and watch.count("/sse/tickets") == 2
     tickets = [parse_qs(urlsplit(u).query)["ticket"][0] for u in urls]
     assert len(set(tickets)) == 2
+
+
+def test_tabs_share_a_ticketed_stream_and_a_new_holder_buys_its_own(server, open_tabs):
+    """Three tabs with ``ticketUrl``: one ticket and one stream for all; when the holder goes, the next
+    tab buys a ticket of its own and resumes after the last event any tab saw."""
+    html = PAGE.format(jwt=json.dumps(token("tk-shared")), client='"tk-shared"',
+                       options="ticketUrl: true, token: JWT", base="")
+    tabs = open_tabs("about:blank", 3)
+    tabs[0][0].context.route(server.url("/app.html"),
+                             lambda route: route.fulfill(body=html, content_type="text/html"))
+    pages = [page for page, _ in tabs]
+    for page in pages:
+        page.goto(server.url("/app.html"))
+        expect_title(page, "open")
+    assert sorted(p.evaluate("stream.role") for p in pages) == ["follower", "follower", "holder"]
+    assert sum(w.count("/sse/tickets") for _, w in tabs) == 1, "one ticket for the three tabs"
+    one = publish(server, to="tk-shared", data="one")
+    for page in pages:
+        wait_data(page, "one")
+
+    gone = next(p for p in pages if p.evaluate("stream.role") == "holder")
+    rest = [p for p in pages if p is not gone]
+    gone.close()
+    assert wait_for(lambda: [p.evaluate("stream.role") for p in rest].count("holder") == 1, 2)
+    for page in rest:
+        expect_title(page, "open")
+    two = publish(server, to="tk-shared", data="two")
+    for page in rest:
+        wait_data(page, "two")
+        assert [e["id"] for e in page.evaluate("got.filter(e => e.name === 'message')")] == [one, two]
+    urls = [u for _, w in tabs for u in subscribe_urls(w, "tk-shared")]
+    tickets = [parse_qs(urlsplit(u).query)["ticket"][0] for u in urls]
+    assert len(tickets) == 2 and len(set(tickets)) == 2, "the new holder bought its own ticket"
+    assert f"lastEventId={one}" in urls[1]
+    assert sum(w.count("/sse/tickets") for _, w in tabs) == 2
+    assert not [u for _, w in tabs for u in w.requests if "token=" in u]
+    for _, watch in tabs:
+        assert watch.page_errors() == []

@@ -65,6 +65,7 @@ $(function () {
     $("#state").attr("data-state", s.state).text(label);
     $("#retries").text(s.retries);
     $("#last-id").text(s.lastEventId || "none");
+    showRole(s);
     if (s.state === "refused") {
       var hint = {401: token ? " The token is not valid (expired, or signed with another secret)."
                              : " This server wants a subscriber token: open this page with ?token=<JWT>.",
@@ -75,6 +76,16 @@ $(function () {
       note("Closed: " + s.reason + ".");
     }
     if (s.state === "open") refreshClients();
+  }
+
+  // Which tab holds the connection: pushsvc.js shares one stream among the tabs on the same client id
+  // and group (see pushsvc.js); a browser without Web Locks gives each tab its own.
+  function showRole(s) {
+    var live = s.state !== "closed" && s.state !== "refused";
+    var role = live ? s.role : "none";
+    var label = {holder: "this tab holds the stream", follower: "shared from another tab",
+                 alone: "own stream (not shared)", none: "no stream"}[role];
+    $("#sharing").attr("data-role", role).text(label);
   }
 
   function subscribe() {

@@ -62,7 +62,32 @@
  * new worker takes streams. retries counts every reconnect, whoever makes it.
  *
  * Only the connection half (_connect to _head) talks to the network, and it reports through _setState
- * and _receive alone: the seam where a stream shared between tabs would plug in.
+ * and _receive alone: the seam where the stream is shared between tabs.
+ *
+ * Tabs share one stream (shared: true, the default). Over HTTP/1.1 a browser opens at most six
+ * connections per host and every EventSource holds one, so a seventh tab with its own stream would not
+ * even load. The tabs of one browser (same origin) that subscribe to the same url, client id and groups
+ * (the stream key) elect one holder with a Web Lock named by that key: the holder runs the connection
+ * half above; the others (followers) wait in the lock's queue. A BroadcastChannel of the same name carries
+ * what the holder's connection reports (every event, and every state change not caused by an event) to
+ * the followers, which run it through the same _receive and _setState: every tab sees the same events,
+ * once each (deduplicated by id), and the same state notifications. Followers tell the others the event
+ * names they listen to, so any holder listens to them all; each tab reports only its own names.
+ *
+ *   the holder goes away   closed, reloaded or crashed: the browser frees its lock and the next waiter
+ *                          takes over at once, resuming from the last event id it saw (every tab sees
+ *                          them all), so nothing is lost; what comes twice is dropped by id. With a
+ *                          ticket source, the new holder buys its own ticket.
+ *   `event: close`, and refused
+ *                          reach every tab as they reach the holder: all are final, and the holder keeps
+ *                          its lock for CLOSE_LINGER_MS more, so no follower takes over meanwhile
+ *   stream.close()         ends this tab's subscription only: a follower leaves the queue, a holder
+ *                          closes its EventSource and frees the lock for the next tab (the last one out
+ *                          closes the connection for good)
+ *
+ * Without Web Locks (an old browser, or a page that is not a secure context: plain http:// on a host
+ * other than localhost) or BroadcastChannel, and with shared: false, each tab has a stream of its own.
+ * stream.role says which: "holder", "follower" or "alone"; "state" notifications carry it too.
  */
 (function (root) {
   "use strict";
@@ -70,9 +95,17 @@
   var CLOSE_MARK = ".close";
   // Handled here, listened to on every EventSource.
   var BUILTIN = ["message", "close", "reset", "busy"];
+  // Of those, the ones that end or explain a stream: their ids are resume points, not events.
+  var CONTROL = {close: 1, reset: 1, busy: 1};
   // Statuses a proxy or a restarting server gives for a moment; anything else 4xx is final.
   var TRANSIENT = {0: 1, 408: 1, 425: 1, 429: 1, 500: 1, 502: 1, 503: 1, 504: 1};
   var FINAL = {closed: 1, refused: 1};
+  // Server-side ends (`event: close`, refused): how long the holder keeps the lock after telling the
+  // followers, so none of them takes over (and reconnects) before it has heard.
+  var CLOSE_LINGER_MS = 1000;
+  // Event ids remembered per tab to drop a second copy: after a takeover, the new holder's resume and the
+  // old holder's last frames may both bring the same few events.
+  var SEEN_IDS = 1000;
   // The reconnect strategy, one rule per reason a connection is gone: the state meanwhile, how long to
   // wait ("hint": the delay `event: busy` asked for, else the backoff) and what to try then ("probe": a
   // HEAD first, as only its status tells a proxy's 502 from a 401; "connect": a new stream at once).
@@ -100,7 +133,9 @@
     storage: true,          // keep the last event id in localStorage (false: do not)
     withCredentials: false, // send cookies cross-origin (a pushsvc_token cookie)
     minDelay: 1000,         // backoff after a failed connection: first delay, in ms...
-    maxDelay: 30000         // ...doubling up to this
+    maxDelay: 30000,        // ...doubling up to this
+    shared: true            // share one stream with the other tabs on the same key (false: a stream
+                            // of its own); see the top of this file
   };
 
   function stripCloseMark(id) {
@@ -152,6 +187,20 @@
     }
   }
 
+  function canShare() {
+    var nav = root.navigator;
+    return !!(nav && nav.locks && typeof nav.locks.request === "function" &&
+              typeof root.BroadcastChannel === "function" && typeof root.AbortController === "function");
+  }
+
+  // What decides which events a stream gets: the absolute URL (so "/sse" and "https://host/sse" on one
+  // origin are one key), the client id and the groups, in any order.
+  function streamKey(o) {
+    var url = o.url;
+    try { url = new root.URL(o.url || "/", root.location.href).href; } catch (e) { /* not in a page */ }
+    return "pushsvc:stream:" + JSON.stringify([url, String(o.clientId), o.groups.slice().sort()]);
+  }
+
   function Stream(options) {
     var o = {};
     var key;
@@ -166,7 +215,10 @@
     this.retries = 0;           // reconnects since subscribe, by the browser or by this script
     this._attempt = 0;          // failed connections in a row, for the backoff
     this._handlers = {};
-    this._names = BUILTIN.concat(o.events || []);
+    this._names = BUILTIN.concat(o.events || []);  // the names this tab reports
+    this._wanted = this._names.slice();             // ...and what a holder listens to: every tab's
+    this._seen = {};                                // ids of events delivered, the last SEEN_IDS of them
+    this._seenOrder = [];
     this._source = null;
     this._timer = null;
     this._ticketTimer = null;
@@ -175,9 +227,21 @@
     this._store = o.storage === false ? null : (o.storage === true ? localStore() : o.storage);
     this._storeKey = "pushsvc:lastEventId:" + o.url + ":" + o.clientId;
     this.lastEventId = stripCloseMark(o.lastEventId || this._load() || "");
-    // Connect on the next turn, so handlers attached right after subscribe() see every state and event.
+    this.shared = o.shared !== false && canShare();
+    this.role = this.shared ? "follower" : "alone";  // until the lock is granted
+    this.key = streamKey(o);
+    this._tab = Math.random().toString(36).slice(2) + Date.now().toString(36);
+    this._channel = null;
+    this._abort = null;     // leaves the lock's queue
+    this._release = null;   // frees the lock once held
+    this._relaying = true;  // a holder tells the followers its states; not while in _receive
+    this._byPage = false;   // stream.close() was called
+    // Start on the next turn, so handlers attached right after subscribe() see every state and event.
     var self = this;
-    this._timer = setTimeout(function () { self._timer = null; self._connect(); }, 0);
+    this._timer = setTimeout(function () {
+      self._timer = null;
+      if (self.shared) self._join(); else self._connect();
+    }, 0);
   }
 
   Stream.prototype = {
@@ -193,13 +257,16 @@
     listen: function (name) {
       if (this._names.indexOf(name) < 0) {
         this._names.push(name);
-        if (this._source) this._listenOn(this._source, name);
+        this._want([name]);
+        this._post({type: "names", names: [name]});
       }
       return this;
     },
 
-    /** Stop for good: the stream ends and nothing reconnects. */
+    /** Stop for good: this tab's stream ends and nothing reconnects. A tab that holds a shared stream
+     *  hands it to the next tab instead; the others carry on. */
     close: function () {
+      this._byPage = true;  // not a state for the other tabs: they carry on without this one
       this._setState("closed", {reason: "closed by the page"});
     },
 
@@ -218,9 +285,9 @@
 
     // -- connection ---------------------------------------------------------------------------------
 
-    _connect: function () {
+    _connect: function (announced) {
       if (!this._live()) return;
-      this._setState("connecting");
+      if (!announced) this._setState("connecting");
       if (!this._live()) return;  // a "state" handler closed the stream
       if (this._tickets) this._withTicket(function (ticket) { this._open(this.subscribeUrl(ticket)); });
       else this._open(this.subscribeUrl());
@@ -243,7 +310,7 @@
         if (source.readyState === root.EventSource.CLOSED) self._reconnect("failed");
         else self._reconnect(self.state === "busy" ? "busy" : (opened ? "ended" : "lost"));
       };
-      for (var i = 0; i < this._names.length; i++) this._listenOn(source, this._names[i]);
+      for (var i = 0; i < this._wanted.length; i++) this._listenOn(source, this._wanted[i]);
     },
 
     _listenOn: function (source, name) {
@@ -342,8 +409,25 @@
 
     // -- events -------------------------------------------------------------------------------------
 
-    _receive: function (name, message) {
+    _receive: function (name, message, relayed) {
       var id = message.lastEventId || "";
+      // A holder may still get the last frames of the one before it: their events, not what they did.
+      if (relayed && this.role === "holder" && CONTROL[name]) return;
+      if (id && !CONTROL[name]) {
+        // An event (not close, reset or busy, whose ids are resume points, not events): once per tab.
+        if (this._seen[id]) return;
+        this._seen[id] = 1;
+        if (this._seenOrder.push(id) > SEEN_IDS) delete this._seen[this._seenOrder.shift()];
+      }
+      if (this.role === "holder" && !relayed) {
+        this._post({type: "event", name: name, data: message.data, id: id});
+      }
+      // What the event does to the state, every tab works out for itself, as the holder does.
+      this._relaying = false;
+      try { this._handle(name, id, message); } finally { this._relaying = true; }
+    },
+
+    _handle: function (name, id, message) {
       var event = {id: id, name: name, data: message.data, time: new Date(), message: message};
       if (name === "close") {
         // Resume later from just after the close, never from the close itself (that would be 204),
@@ -365,6 +449,7 @@
           event.lastEventId = reset.lastEventId;
         }
       }
+      if (this._names.indexOf(name) < 0) return;  // another tab's name: not this page's business
       this._emit(name, event);
       this._emit("*", event);
     },
@@ -381,6 +466,89 @@
       try { return this._store ? this._store.getItem(this._storeKey) : null; } catch (e) { return null; }
     },
 
+    // -- sharing between tabs (the top of this file) ------------------------------------------------
+
+    _join: function () {
+      if (!this._live()) return;
+      var self = this;
+      this._setState("connecting");
+      this._channel = new root.BroadcastChannel(this.key);
+      this._channel.onmessage = function (message) { if (self._live()) self._onMessage(message.data || {}); };
+      this._post({type: "hello", names: this._names});
+      this._abort = new root.AbortController();
+      root.navigator.locks.request(this.key, {signal: this._abort.signal}, function () {
+        if (!self._live()) return null;
+        // Held until the promise settles: stream.close(), a final state, or the page going away.
+        return new Promise(function (resolve) {
+          self._release = resolve;
+          self._abort = null;
+          self._takeOver();
+        });
+      }).catch(function () { /* AbortError: this tab left the queue */ });
+    },
+
+    _takeOver: function () {
+      this.role = "holder";
+      // A first holder has said "connecting" already; a follower that takes over says it again (the
+      // stream it saw is gone), and every tab hears it.
+      if (this.state === "connecting") this._post(this._stateMessage());
+      this._connect(this.state === "connecting");
+    },
+
+    _onMessage: function (m) {
+      if (m.type === "event") {
+        this._receive(m.name, {data: m.data, lastEventId: m.id}, true);
+      } else if (m.type === "state") {
+        if (this.role !== "follower" || (m.to && m.to !== this._tab)) return;
+        this.retries = m.retries;
+        if (m.to && m.state === this.state) return;  // the answer to a hello: the news only
+        this._setState(m.state, m.detail);
+      } else if (m.type === "hello" || m.type === "names") {
+        this._want(m.names || []);
+        if (m.type === "hello" && this.role === "holder") {
+          var answer = this._stateMessage();
+          answer.to = m.from;
+          this._post(answer);
+        }
+      }
+    },
+
+    /** Listen to ``names`` too: this tab's own, or another tab's, so that any holder carries them. */
+    _want: function (names) {
+      for (var i = 0; i < names.length; i++) {
+        if (typeof names[i] !== "string" || this._wanted.indexOf(names[i]) >= 0) continue;
+        this._wanted.push(names[i]);
+        if (this._source) this._listenOn(this._source, names[i]);
+      }
+    },
+
+    _stateMessage: function () {
+      var d = this._detail || {};
+      return {type: "state", state: this.state, retries: this.retries,
+              detail: {delay: d.delay, status: d.status, reason: d.reason}};
+    },
+
+    _post: function (message) {
+      if (!this._channel) return;
+      message.from = this._tab;
+      try { this._channel.postMessage(message); } catch (e) { /* the channel is closed */ }
+    },
+
+    // Out of the sharing for good: leave the lock's queue, or free the lock (after CLOSE_LINGER_MS when
+    // the server ended the stream, so the followers hear it before any could take over).
+    _leave: function (linger) {
+      if (this._abort) { this._abort.abort(); this._abort = null; }
+      var release = this._release;
+      var channel = this._channel;
+      this._release = null;
+      this._channel = null;
+      var done = function () {
+        if (release) release();
+        if (channel) channel.close();
+      };
+      if (linger && release) setTimeout(done, CLOSE_LINGER_MS); else done();
+    },
+
     // -- state --------------------------------------------------------------------------------------
 
     /** The one place the state changes (the table at the top), and the one that tells "state" handlers. */
@@ -388,14 +556,16 @@
       if (!this._live()) return;  // closed and refused are for good
       this.state = state;
       this._detail = detail || {};
+      if (this.role === "holder" && this._relaying && !this._byPage) this._post(this._stateMessage());
       if (FINAL[state]) {
         if (this._timer) { clearTimeout(this._timer); this._timer = null; }
         if (this._ticketTimer) { clearTimeout(this._ticketTimer); this._ticketTimer = null; }
         if (this._source) { this._source.close(); this._source = null; }
+        this._leave(!this._byPage);
       }
       var d = this._detail;
       this._emit("state", {state: state, retries: this.retries, delay: d.delay, status: d.status,
-                           reason: d.reason, lastEventId: this.lastEventId});
+                           reason: d.reason, lastEventId: this.lastEventId, role: this.role});
     },
 
     _live: function () {
