@@ -30,22 +30,25 @@ AT_ONCE_SECONDS = 5
 
 
 class Nginx:
-    """``nginx`` with the documented config included, upstream and listen port rewritten."""
+    """``nginx`` with a documented site of ``deploy/`` included, upstream and listen port rewritten:
+    ``listen`` is the line that gets ``port`` (and keeps what follows the port, such as ``ssl http2``),
+    ``edits`` more (old, new) replacements, ``scheme`` how the test reaches it."""
 
-    def __init__(self, upstream_port: int):
+    def __init__(self, upstream_port: int, site: str = "nginx.conf", listen: str = "listen 80;",
+                 edits: tuple[tuple[str, str], ...] = (), scheme: str = "http"):
         self.binary = require("nginx", "PUSHSVC_REQUIRE_NGINX")
         self.port = free_port()
-        self.base = f"http://127.0.0.1:{self.port}"
+        self.base = f"{scheme}://127.0.0.1:{self.port}"
         self.dir = Path(tempfile.mkdtemp(prefix="pushsvc-nginx-"))
         # nginx started as root runs its workers as nobody: they must be able to enter the prefix.
         os.chmod(self.dir, 0o755)
-        site = (ROOT / "deploy" / "nginx.conf").read_text()
+        text = (ROOT / "deploy" / site).read_text()
         for old, new in (("server 127.0.0.1:8000;", f"server 127.0.0.1:{upstream_port};"),
-                         ("listen 80;", f"listen 127.0.0.1:{self.port};"),
-                         ("proxy_read_timeout 60s;", f"proxy_read_timeout {READ_TIMEOUT}s;")):
-            assert old in site, f"deploy/nginx.conf no longer has {old!r}; update this test with it"
-            site = site.replace(old, new)
-        (self.dir / "pushsvc.conf").write_text(site)
+                         (listen, re.sub(r"^listen \d+", f"listen 127.0.0.1:{self.port}", listen)),
+                         ("proxy_read_timeout 60s;", f"proxy_read_timeout {READ_TIMEOUT}s;"), *edits):
+            assert old in text, f"deploy/{site} no longer has {old!r}; update this test with it"
+            text = text.replace(old, new)
+        (self.dir / "pushsvc.conf").write_text(text)
         temp = "\n".join(f"    {kind}_temp_path {self.dir / kind};"
                          for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
         (self.dir / "nginx.conf").write_text(f"""
@@ -73,7 +76,7 @@ http {{
         end = time.monotonic() + 10
         while time.monotonic() < end:
             try:
-                if httpx.get(self.base + "/healthz", timeout=1).status_code == 200:
+                if httpx.get(self.base + "/healthz", timeout=1, verify=False).status_code == 200:
                     return self
             except httpx.HTTPError:
                 time.sleep(0.05)

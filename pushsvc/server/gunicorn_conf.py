@@ -155,7 +155,19 @@ def on_starting(server):
         )
     _raise_file_limit(cfg.worker_connections + FD_RESERVE)
     _fit_file_limit(server, settings)
+    _warn_http2(server)
     _wipe_metrics_dir()
+
+
+def _warn_http2(server):
+    # gunicorn 27's own HTTP/2 (http_protocols with h2) serves the requests of one connection one
+    # after another on the gevent worker (AsyncWorker.handle_http2): a stream never ends, so every other
+    # request of that browser's connection would wait behind it. HTTP/2 belongs in the proxy in front.
+    if "h2" in (server.cfg.http_protocols or []):
+        server.log.warning(
+            "pushsvc: gunicorn's HTTP/2 (http_protocols=%s) serves one connection's requests one at a "
+            "time, so an event stream stalls every other request of its page; drop h2 and end HTTP/2 "
+            "at nginx (deploy/nginx-http2.conf)", ",".join(server.cfg.http_protocols))
 
 
 def _fit_file_limit(server, settings):
