@@ -16,6 +16,7 @@ import jwt
 from . import browser as tools
 from .browser import (
     FAST,
+    Watch,
     connections,
     entries,
     expect_state,
@@ -243,8 +244,14 @@ def test_screenshot_of_the_page_in_use(page_server, open_page, tmp_path):
     """docs/demo.png: rewritten when PUSHSVC_UPDATE_SCREENSHOT=1, else made in a temporary folder."""
     bob, _ = open_page(page_server.url("/?clientId=bob&group=ops"))
     subscribe(bob, "bob", "ops")
-    page, watch = open_page(page_server.url("/?clientId=alice&group=ops&events=order"))
-    subscribe(page, "alice", "ops")
+    # Alice has two tabs open: the picture is of the second, which shares the first one's stream.
+    first, _ = open_page(page_server.url("/?clientId=alice&group=ops&events=order"))
+    subscribe(first, "alice", "ops")
+    page = first.context.new_page()
+    watch = Watch.attach(page)
+    page.goto(page_server.url("/?clientId=alice&group=ops&events=order"))
+    expect_state(page, "open")
+    page.wait_for_selector('#sharing[data-role="follower"]')
     send(page, "Hello, ops!", target="the group")
     wait_entry(page, "Hello, ops!")
     publish(page_server, to="alice", event="order", data={"order": 1001, "status": "shipped"})
@@ -252,6 +259,7 @@ def test_screenshot_of_the_page_in_use(page_server, open_page, tmp_path):
     send(page, "Deploy finished", target="everyone")
     wait_entry(page, "Deploy finished")
     page.locator('#clients tr[data-client="bob"]').wait_for()
+    assert connections(page_server, "alice") == 1
     page.click("#target label:has-text('the group')")
     page.fill("#content", "Hi Bob")
     if os.environ.get("PUSHSVC_UPDATE_SCREENSHOT") == "1":
