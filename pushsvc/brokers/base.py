@@ -20,6 +20,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import Any
 
+from ..idempotency import IdempotencyStore
 from ..model import ClientInfo, Message, Published, Replay
 from ..registry import Connection, Registry
 from ..tickets import TicketStore
@@ -38,6 +39,8 @@ class Broker(ABC):
     shared = False
     #: Where one-time subscribe tickets live: as far as this broker reaches.
     tickets: TicketStore
+    #: Where Idempotency-Keys of publishes live: as far as this broker reaches.
+    idempotency: IdempotencyStore
 
     @abstractmethod
     def start(self, registry: Registry) -> None:

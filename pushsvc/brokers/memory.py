@@ -16,6 +16,7 @@ import gevent
 from gevent import monkey
 
 from .. import wire
+from ..idempotency import MemoryIdempotency
 from ..model import (
     CLOSE_MARK,
     RESET_EXPIRED,
@@ -50,6 +51,7 @@ class MemoryBroker(Broker):
         self.epoch = int(time.time() * 1000)
         self.history = History(size=history_size, ttl_seconds=history_ttl_seconds, clock=clock)
         self.tickets = MemoryTickets(clock=clock)
+        self.idempotency = MemoryIdempotency(clock=clock)
         # Until start(), events go to an empty registry: stored for replay, delivered to nobody.
         self.registry = Registry()
         self._hub = None

@@ -32,6 +32,7 @@ from ..base import Broker
 from .check import check_url
 from .clock import RedisClock
 from .errors import UNAVAILABLE, unavailable
+from .idempotency import RedisIdempotency
 from .presence import PRESENCE_REFRESH_SECONDS, Presence
 from .reader import CANARY_INTERVAL_SECONDS, Reader, write_canary
 from .schema import (
@@ -87,6 +88,7 @@ class RedisBroker(Broker):
             raise ConfigError(f"PUSHSVC_BROKER_URL is not a valid Redis URL: {error}") from None
         self.redis = redis.Redis(connection_pool=pool)
         self.tickets = RedisTickets(self.redis, self.keys)
+        self.idempotency = RedisIdempotency(self.redis, self.keys)
         self.clock = RedisClock(self.redis)
         self._publish = self.redis.register_script(PUBLISH)
         self._replay = self.redis.register_script(REPLAY)

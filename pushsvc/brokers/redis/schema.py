@@ -66,6 +66,10 @@ class Keys:
     def ticket(self, ticket: str) -> str:
         return f"{self.base}:ticket:{ticket}"
 
+    def idempotency(self, key: str) -> str:
+        """A publisher's Idempotency-Key (printable ASCII; see :mod:`.idempotency`)."""
+        return f"{self.base}:idem:{key}"
+
 
 # -- stream entries ----------------------------------------------------------------------------------
 
