@@ -14,10 +14,12 @@ if TYPE_CHECKING:
     from .brokers.base import BrokerUnavailable
     from .config import ConfigError, Settings
     from .extension import Push
+    from .idempotency import IdempotencyConflict
     from .messages import InvalidInput
     from .wire import Event
 
-__all__ = ["BrokerUnavailable", "ConfigError", "Event", "InvalidInput", "Push", "Settings", "create_app"]
+__all__ = ["BrokerUnavailable", "ConfigError", "Event", "IdempotencyConflict", "InvalidInput", "Push",
+           "Settings", "create_app"]
 __version__ = "0.1.0"
 
 _HOMES = {
@@ -26,6 +28,7 @@ _HOMES = {
     "ConfigError": ".config",
     "Settings": ".config",
     "Push": ".extension",
+    "IdempotencyConflict": ".idempotency",
     "InvalidInput": ".messages",
     "Event": ".wire",
 }

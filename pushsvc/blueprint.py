@@ -7,7 +7,7 @@ import logging
 from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify, request
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, NotFound
 
 from . import inputs, openapi
 from .auth import AuthError, bearer
@@ -104,21 +104,29 @@ def tickets() -> tuple[Response, int]:
 # -- publish -----------------------------------------------------------------------------------------
 
 
-def publish() -> tuple[Response, int]:
+def publish() -> Response:
     svc = service()
+    key = inputs.idempotency_key()
     payload = inputs.payload()
-    if isinstance(payload, list):
-        results = svc.publish(build_batch(payload, svc.settings))
-        return _json([r.to_json() for r in results], 202)
-    result = svc.publish([build_message(payload, svc.settings)])[0]
-    return _json(result.to_json(), 202)
+    batch = isinstance(payload, list)
+    messages = build_batch(payload, svc.settings) if batch else [build_message(payload, svc.settings)]
+    # A body refused above (400, 413, 415) was never claimed: a retry with it fixed publishes.
+    if key is None:
+        results, replayed = svc.publish(messages), False
+    else:
+        results, replayed = svc.publish_once(key, inputs.fingerprint(), messages)
+    response = _json([r.to_json() for r in results] if batch else results[0].to_json(), 202)
+    if replayed:
+        response.headers["Idempotent-Replayed"] = "true"
+    return response
 
 
 def legacy_push() -> tuple[Response, int]:
     """``/push?id=&content=`` and ``/send?clientId=&content=`` of the original design."""
     svc = service()
-    values = inputs.form_values() if request.method == "POST" else {}
-    values.update(inputs.args().items())
+    if not svc.settings.legacy_routes:
+        raise NotFound("the legacy /push and /send are turned off (PUSHSVC_LEGACY_ROUTES); use /publish")
+    values = inputs.legacy_values()
     client_id = inputs.client_id_of(values, "a client id is required (?id= or ?clientId=)", "id")
     fields: dict[str, Any] = {"to": client_id, "data": values.get("content", values.get("data"))}
     if values.get("event"):

@@ -1,6 +1,6 @@
 """``pushsvc``: publish, listen and look at a running pushsvc server over HTTP.
 
-    pushsvc publish --to u1 '{"order": 42}' --json --event order
+    pushsvc publish --to u1 '{"order": 42}' --json --event order --idempotency-key order-42
     echo "deploy finished" | pushsvc publish --group ops
     pushsvc listen u1 --group ops
     pushsvc clients
@@ -66,7 +66,9 @@ def publish(client: Client, args: argparse.Namespace, out: TextIO) -> int:
         body["event"] = args.event
     if args.retry is not None:
         body["retry"] = args.retry
-    out.write(json.dumps(client.call("POST", "/publish", body)) + "\n")
+    # The same key on a retry (a timeout, a lost answer) publishes nothing twice: the server answers again.
+    headers = {"Idempotency-Key": args.idempotency_key} if args.idempotency_key else None
+    out.write(json.dumps(client.call("POST", "/publish", body, headers)) + "\n")
     return 0
 
 
@@ -226,6 +228,8 @@ def parser() -> argparse.ArgumentParser:
     pub.add_argument("--json", action="store_true", help="the data is JSON, send it as that value")
     pub.add_argument("--event", help="the event name")
     pub.add_argument("--retry", type=int, help="a retry: hint in milliseconds")
+    pub.add_argument("--idempotency-key", metavar="KEY",
+                     help="sent as Idempotency-Key: a repeat with the same key and event publishes nothing")
     pub.set_defaults(run=publish)
 
     lis = commands.add_parser("listen", help="print events for a client id as they arrive")

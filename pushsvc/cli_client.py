@@ -25,10 +25,11 @@ class Client:
     def url(self, path: str, query: Sequence[tuple[str, str]] = ()) -> str:
         return self.base + path + ("?" + urlencode(query) if query else "")
 
-    def call(self, method: str, path: str, body: Any = None) -> Any:
+    def call(self, method: str, path: str, body: Any = None, headers: dict[str, str] | None = None) -> Any:
         """Send a request and return its JSON answer; HTTP and network errors become a :class:`CliError`."""
         data = None if body is None else json.dumps(body).encode("utf-8")
-        request = urllib.request.Request(self.url(path), data=data, method=method, headers=self.headers())
+        request = urllib.request.Request(self.url(path), data=data, method=method,
+                                         headers={**self.headers(), **(headers or {})})
         if data is not None:
             request.add_header("Content-Type", "application/json")
         try:

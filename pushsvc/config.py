@@ -38,6 +38,11 @@ DEFAULT_MAX_TARGETS = 1000
 DEFAULT_MAX_GROUPS = 32
 # Soft refusals (busy, broker down) ask browsers to come back after this, give or take half.
 DEFAULT_BUSY_RETRY_MS = 5000
+# A publish retried with the same Idempotency-Key within this long is answered again, not published: a day
+# outlasts any publisher's retries (the IETF draft and Centrifugo keep keys about as long).
+DEFAULT_IDEMPOTENCY_TTL_SECONDS = 86_400.0
+# Open streams of one client id per worker: tabs and devices of one user fit; one id cannot take a worker.
+DEFAULT_MAX_STREAMS_PER_CLIENT = 100
 # The longest request line gunicorn accepts (its own maximum): the query of a subscribe that joins many
 # groups must fit, and a longer query string is refused with a clear 400 on any server.
 MAX_REQUEST_LINE_BYTES = 8190
@@ -70,6 +75,10 @@ class Settings:
     max_groups: int = DEFAULT_MAX_GROUPS
     busy_retry_ms: int = DEFAULT_BUSY_RETRY_MS
     log_level: str = "INFO"
+    idempotency_ttl_seconds: float = DEFAULT_IDEMPOTENCY_TTL_SECONDS
+    max_streams_per_client: int = DEFAULT_MAX_STREAMS_PER_CLIENT
+    # GET|POST /push and /send of the original design; off: they answer 404 (see SECURITY.md).
+    legacy_routes: bool = True
 
     @classmethod
     def load(
@@ -103,11 +112,13 @@ class Settings:
             _fail("broker_url", f"is {self.broker_url!r}; use memory:// or redis://HOST:PORT/DB")
         if not self.url_prefix.startswith("/") or self.url_prefix.endswith("/") or " " in self.url_prefix:
             _fail("url_prefix", "must start with / and not end with / (for example /sse)")
-        for name in ("heartbeat_seconds", "history_ttl_seconds", "write_timeout_seconds"):
+        for name in ("heartbeat_seconds", "history_ttl_seconds", "write_timeout_seconds",
+                     "idempotency_ttl_seconds"):
             if not getattr(self, name) > 0:
                 _fail(name, "must be a positive number of seconds")
         for name in ("retry_ms", "history_size", "queue_size", "max_connections", "max_message_bytes",
-                     "max_body_bytes", "max_batch", "max_targets", "max_groups", "busy_retry_ms"):
+                     "max_body_bytes", "max_batch", "max_targets", "max_groups", "busy_retry_ms",
+                     "max_streams_per_client"):
             if getattr(self, name) < 1:
                 _fail(name, "must be a positive whole number")
         if self.max_body_bytes < self.max_message_bytes + 1024:
@@ -185,6 +196,19 @@ def _to_list(value: Any) -> tuple[str, ...]:
     return tuple(item.strip().rstrip("/") for item in items if item.strip())
 
 
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"0", "false", "no", "off"})
+
+
+def _to_bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text not in _TRUE | _FALSE:
+        raise ValueError(value)
+    return text in _TRUE
+
+
 def _to_optional_text(value: Any) -> str | None:
     return None if value is None or value == "" else str(value)
 
@@ -192,6 +216,7 @@ def _to_optional_text(value: Any) -> str | None:
 # Converter and description by the field's real type (resolved, not its annotation's spelling): a field of
 # a type not listed here fails at import, never converts silently.
 _CONVERTERS: dict[Any, tuple[Callable[[Any], Any], str]] = {
+    bool: (_to_bool, "true or false (1/0, yes/no, on/off)"),
     int: (_to_int, "a whole number"),
     float: (_to_float, "a number"),
     str: (str, "text"),

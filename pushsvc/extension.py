@@ -12,8 +12,9 @@ from .auth import Authorizer
 from .blueprint import create_blueprint
 from .config import Settings, check_environment
 from .cors import Cors
+from .idempotency import check_key, fingerprint_messages
 from .messages import build_batch, check_name, compose
-from .model import Target
+from .model import Message, Published, Target
 from .service import Service
 
 log = logging.getLogger(__name__)
@@ -73,42 +74,54 @@ class Push:
             raise RuntimeError("Push is not initialised: call Push(app) or push.init_app(app) first")
         return self._service
 
-    def send(self, client_id: str, data: Any, *, event: str | None = None, retry: int | None = None) -> str:
-        """Send an event to every stream of one client id; returns the event id."""
-        return self._send(Target.clients([check_name(client_id)]), data, event, retry)
+    def send(self, client_id: str, data: Any, *, event: str | None = None, retry: int | None = None,
+             idempotency_key: str | None = None) -> str:
+        """Send an event to every stream of one client id; returns the event id.
+
+        With ``idempotency_key`` (every send method takes it, as ``POST /sse/publish`` takes the
+        Idempotency-Key header): a repeat with the same key and the same event within
+        ``PUSHSVC_IDEMPOTENCY_TTL_SECONDS`` publishes nothing and returns the first id; the same key with
+        another event raises :class:`~pushsvc.IdempotencyConflict` (``status`` 422, or 409 while the first
+        is still being published).
+        """
+        return self._send(Target.clients([check_name(client_id)]), data, event, retry, idempotency_key)
 
     def send_many(self, client_ids: Iterable[str], data: Any, *, event: str | None = None,
-                  retry: int | None = None) -> str:
+                  retry: int | None = None, idempotency_key: str | None = None) -> str:
         """Send one event to each of a set of client ids."""
         ids = [check_name(i) for i in client_ids]
         if not ids:
             raise ValueError("send_many needs at least one client id")
-        return self._send(Target.clients(ids), data, event, retry)
+        return self._send(Target.clients(ids), data, event, retry, idempotency_key)
 
-    def send_group(self, group: str, data: Any, *, event: str | None = None, retry: int | None = None) -> str:
+    def send_group(self, group: str, data: Any, *, event: str | None = None, retry: int | None = None,
+                   idempotency_key: str | None = None) -> str:
         """Send to every connection that joined ``group``."""
-        return self._send(Target.group(check_name(group, field="group")), data, event, retry)
+        return self._send(Target.group(check_name(group, field="group")), data, event, retry, idempotency_key)
 
     def send_prefix(self, prefix: str, data: Any, *, event: str | None = None,
-                    retry: int | None = None) -> str:
+                    retry: int | None = None, idempotency_key: str | None = None) -> str:
         """Send to every client whose id starts with ``prefix``."""
-        return self._send(Target.prefix(check_name(prefix, field="prefix")), data, event, retry)
+        return self._send(Target.prefix(check_name(prefix, field="prefix")), data, event, retry,
+                          idempotency_key)
 
-    def broadcast(self, data: Any, *, event: str | None = None, retry: int | None = None) -> str:
+    def broadcast(self, data: Any, *, event: str | None = None, retry: int | None = None,
+                  idempotency_key: str | None = None) -> str:
         """Send to every open connection."""
-        return self._send(Target.everyone(), data, event, retry)
+        return self._send(Target.everyone(), data, event, retry, idempotency_key)
 
-    def send_batch(self, events: Sequence[Mapping[str, Any]]) -> list[str]:
+    def send_batch(self, events: Sequence[Mapping[str, Any]], *,
+                   idempotency_key: str | None = None) -> list[str]:
         """Publish several events, each with its own target, in one call; returns their ids in order.
 
         Each event is a mapping like the body of ``POST /sse/publish``: exactly one of ``to`` (an id or a
         list), ``group``, ``prefix`` or ``broadcast``, plus ``data`` and optionally ``event`` and
         ``retry``. All are checked first: one invalid event raises :class:`~pushsvc.InvalidInput` naming
         its index, and nothing is published. Much cheaper per event than one call each (with Redis, one
-        round trip for the whole batch).
+        round trip for the whole batch). ``idempotency_key`` as for :meth:`send`, for the whole batch.
         """
         service = self.service
-        return [p.id for p in service.publish(build_batch(list(events), service.settings))]
+        return [p.id for p in _publish(service, build_batch(list(events), service.settings), idempotency_key)]
 
     def close(self, client_id: str) -> int:
         """End every stream of ``client_id`` for good; returns how many were open."""
@@ -122,7 +135,16 @@ class Push:
         """How many client ids have at least one open stream, whole service."""
         return len(self.service.clients())
 
-    def _send(self, target: Target, data: Any, event: str | None, retry: int | None) -> str:
+    def _send(self, target: Target, data: Any, event: str | None, retry: int | None,
+              idempotency_key: str | None) -> str:
         service = self.service
         message = compose(target, data, service.settings, event=event, retry=retry)
-        return service.publish([message])[0].id
+        return _publish(service, [message], idempotency_key)[0].id
+
+
+def _publish(service: Service, messages: list[Message], idempotency_key: str | None) -> list[Published]:
+    """Publish, once per key when there is one; its fingerprint is the encoded messages."""
+    if idempotency_key is None:
+        return service.publish(messages)
+    key = check_key(idempotency_key)
+    return service.publish_once(key, fingerprint_messages(messages), messages)[0]

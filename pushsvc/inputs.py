@@ -15,10 +15,13 @@ from flask import request
 from werkzeug.datastructures import MultiDict
 
 from .auth import Credentials, bearer
+from .idempotency import HEADER, check_key, fingerprint_body
 from .messages import InvalidInput
 
 CLIENT_ID_PARAMS = ("clientId", "id", "uid")
 TOKEN_COOKIE = "pushsvc_token"
+FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
+ACCEPTED_TYPES = f"application/json (or a +json type), {FORM_TYPES[0]} or {FORM_TYPES[1]}"
 
 
 def client_id_of(values: Any, missing: str, field: str) -> str:
@@ -43,11 +46,19 @@ def credentials() -> Credentials:
 
 
 def payload() -> Any:
-    """The publish body: a JSON object or array, or form fields (``to`` may repeat)."""
-    raw = request.get_data(cache=True)
+    """The publish body: a JSON object or array, or form fields (``to`` may repeat).
+
+    JSON only when the request says so: a page on another site can POST ``text/plain`` (JSON inside) from a
+    visitor's browser without a CORS preflight, so any other type is ``415``.
+    """
     mimetype = request.mimetype
-    if mimetype in ("application/x-www-form-urlencoded", "multipart/form-data"):
+    if mimetype in FORM_TYPES:
         return form_values()
+    if mimetype != "application/json" and not mimetype.endswith("+json"):
+        what = f"Content-Type {mimetype!r}" if mimetype else "a body without a Content-Type"
+        raise InvalidInput(f"{what} is not accepted: send {ACCEPTED_TYPES}", field="Content-Type",
+                           status=415)
+    raw = request.get_data(cache=True)
     if not raw.strip():
         raise InvalidInput("the body is empty: send a JSON object, a JSON array or form fields")
     try:
@@ -58,6 +69,36 @@ def payload() -> Any:
         return json.loads(text)
     except ValueError as error:
         raise InvalidInput(f"the body is not valid JSON: {error}") from None
+
+
+def legacy_values() -> dict[str, Any]:
+    """The fields of ``/push`` and ``/send``: a POST's form fields, then the query over them. A POST with
+    a body of another type is ``415``, as for publish."""
+    values: dict[str, Any] = {}
+    if request.method == "POST":
+        if request.mimetype in FORM_TYPES:
+            values = form_values()
+        elif request.get_data(cache=True):
+            raise InvalidInput(f"/push and /send read the query or form fields: send {FORM_TYPES[0]} or "
+                               f"{FORM_TYPES[1]}", field="Content-Type", status=415)
+    values.update(args().items())
+    return values
+
+
+def idempotency_key() -> str | None:
+    """The ``Idempotency-Key`` header, checked, or ``None`` when there is none."""
+    value = request.headers.get(HEADER)
+    return None if value is None else check_key(value)
+
+
+def fingerprint() -> str:
+    """What a repeat under the same Idempotency-Key must match: the Content-Type and the raw body, or the
+    fields of a multipart form (its boundary is new in each request)."""
+    content_type = request.headers.get("Content-Type", "")
+    if request.mimetype == "multipart/form-data":
+        form = request.form
+        return fingerprint_body("multipart/form-data", [(k, v) for k in form for v in form.getlist(k)])
+    return fingerprint_body(content_type, request.get_data(cache=True))
 
 
 def form_values() -> dict[str, Any]:

@@ -142,8 +142,9 @@ def _publish(settings: Settings) -> dict[str, Any]:
 def _legacy(operation_id: str) -> dict[str, Any]:
     params = [*_id_params(("id", "clientId", "uid")), _query("content", "the data"),
               _query("data", "the data, when content is absent"), _query("event", "an event name")]
+    # 404: turned off by PUSHSVC_LEGACY_ROUTES; 415: a POST body that is not form-encoded.
     responses = {"202": _json_body("Published", "published to that client"),
-                 **_errors(400, 401, 403, 413, 503)}
+                 **_errors(400, 401, 403, 404, 413, 415, 503)}
     form = {"content": {FORM: {"schema": {"type": "object", "additionalProperties": {"type": "string"}}}}}
     summary = "Publish to one client (the original design's form)"
     return {"get": _answer(operation_id, summary, responses, parameters=params, **{"x-publisher": True}),

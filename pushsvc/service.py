@@ -25,9 +25,10 @@ from .auth import AuthError, Authorizer, Credentials, Gate
 from .brokers import create_broker
 from .brokers.base import Broker, BrokerUnavailable
 from .config import Settings
+from .idempotency import Entry, IdempotencyStore, answer_again
 from .limits import LIMIT_REPORTED, file_limit, stream_cap
 from .messages import close_message, is_event_id
-from .model import ClientInfo, Frame, Message, Published, is_close_id
+from .model import ClientInfo, Frame, Message, Published, Target, is_close_id
 from .registry import Connection, Registry
 from .stats import Stats
 from .stream import Peer, open_stream
@@ -162,6 +163,34 @@ class Service:
                           ",".join(message.target.values), result.online)
         return published
 
+    def publish_once(self, key: str, fingerprint: str,
+                     messages: Sequence[Message]) -> tuple[list[Published], bool]:
+        """Publish under an Idempotency-Key: ``(answer, replayed)``.
+
+        The first call with ``key`` publishes. A repeat with the same ``fingerprint`` within
+        ``idempotency_ttl_seconds`` publishes nothing and gets the first answer again (``replayed``);
+        another fingerprint raises :class:`IdempotencyConflict` (422), and so does a repeat while the
+        first is still being published (409). Only an accepted publish (202) is kept: a publish that
+        fails (:class:`BrokerUnavailable`, 503) frees the key so that a retry publishes, and a refused
+        body (400, 413, 415) never gets here. A store that cannot be reached is ``BrokerUnavailable`` too.
+        """
+        self.start()
+        store, ttl = self.broker.idempotency, self.settings.idempotency_ttl_seconds
+        claim = store.claim(key, fingerprint, ttl)
+        if claim.token is None:
+            return answer_again(claim.entry, fingerprint), True
+        try:
+            published = self.publish(messages)
+        except BaseException:
+            _release(store, key, claim.token)
+            raise
+        try:
+            store.record(key, claim.token, Entry(fingerprint, tuple(published)), ttl)
+        except BrokerUnavailable as error:
+            # Published, so answered 202; a retry gets 409 until the claim expires, then publishes again.
+            log.warning("published %s but could not keep its Idempotency-Key: %s", published[0].id, error)
+        return published, False
+
     def close(self, client_id: str) -> int:
         """End every stream of ``client_id``, on every worker; returns how many were open."""
         result = self.publish([close_message(client_id)])[0]
@@ -213,18 +242,28 @@ class Service:
         if last_event_id and is_close_id(last_event_id):
             self.stats.refused["closed"] += 1
             return Subscription(204, reason="closed")
-        if self.draining:
-            return self._busy("restarting", last_event_id)
-        if len(self.registry) >= self.max_streams:
-            return self._busy("full", last_event_id)
-        if not self.broker.health().get("ok"):
-            return self._busy("broker unavailable", last_event_id)
+        busy = self._no_room(client_id)
+        if busy:
+            return self._busy(busy, last_event_id)
         conn = Connection(client_id, groups, queue_size=self.settings.queue_size,
                           cut=peer.cut if peer is not None else None)
         body = open_stream(conn, broker=self.broker, registry=self.registry, stats=self.stats,
                            retry_ms=self.settings.retry_ms, last_event_id=last_event_id, peer=peer,
                            refuse=self._refuse)
         return Subscription(200, body)
+
+    def _no_room(self, client_id: str) -> str:
+        """Why this worker cannot take a stream of ``client_id`` now (a soft refusal's reason), or ``""``."""
+        if self.draining:
+            return "restarting"
+        if len(self.registry) >= self.max_streams:
+            return "full"
+        # Per worker, like the cap above: one client id (a leaked tab loop, a script) cannot take a worker.
+        if self.registry.count(Target.clients((client_id,))) >= self.settings.max_streams_per_client:
+            return "client limit"
+        if not self.broker.health().get("ok"):
+            return "broker unavailable"
+        return ""
 
     def _busy(self, reason: str, last_event_id: str | None) -> Subscription:
         return Subscription(200, iter([self._refuse(reason, last_event_id)]), reason=reason)
@@ -243,3 +282,10 @@ class Service:
     def jittered_retry_ms(self) -> int:
         """A reconnection delay of ``busy_retry_ms``, give or take half, different for every caller."""
         return int(self.settings.busy_retry_ms * random.uniform(0.5, 1.5))
+
+
+def _release(store: IdempotencyStore, key: str, token: str) -> None:
+    try:
+        store.release(key, token)
+    except BrokerUnavailable as error:  # the claim then expires by itself, IN_FLIGHT_SECONDS at most
+        log.warning("could not free an Idempotency-Key after a failed publish: %s", error)

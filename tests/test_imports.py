@@ -23,7 +23,8 @@ SERVER_LIBRARIES = ("flask", "gevent", "prometheus_client", "redis", "jwt", "wer
 # Libraries that hold sockets, threads or greenlets of their own: imported in the arbiter, before a worker
 # forks and gevent patches the standard library, they would keep the unpatched versions.
 BEFORE_PATCHING = ("gevent", "greenlet", "flask", "werkzeug", "jinja2", "redis", "hiredis", "jwt", "xstatic")
-PUBLIC_NAMES = ("BrokerUnavailable", "ConfigError", "Event", "InvalidInput", "Push", "Settings", "create_app")
+PUBLIC_NAMES = ("BrokerUnavailable", "ConfigError", "Event", "IdempotencyConflict", "InvalidInput", "Push",
+                "Settings", "create_app")
 
 
 def run_python(code: str, *, env: dict[str, str] | None = None, cwd: Path = ROOT) -> str:
