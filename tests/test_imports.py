@@ -114,3 +114,12 @@ def test_each_public_name_is_the_object_from_its_own_module():
     assert pushsvc.BrokerUnavailable is base.BrokerUnavailable
     with pytest.raises(AttributeError, match="no attribute 'Pusher'"):
         _ = pushsvc.Pusher
+
+
+def test_the_worker_class_imports_nothing_gevent_must_patch_first():
+    # gunicorn's arbiter imports the worker class (-k) before it forks; the app comes in the worker.
+    code = ("import json, sys\nimport gunicorn.app.wsgiapp, gunicorn.arbiter\nimport pushsvc.worker\n"
+            "print(json.dumps(sorted(sys.modules)))")
+    found = json.loads(run_python(code))
+    assert [m for m in BEFORE_PATCHING if m in found and m not in ("gevent", "greenlet")] == []
+    assert "pushsvc.service" not in found and "pushsvc.auth" not in found

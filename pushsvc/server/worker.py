@@ -26,8 +26,6 @@ from gevent import monkey
 from gunicorn.http import wsgi
 from gunicorn.workers.ggevent import GeventWorker
 
-from ..service import Service
-
 log = logging.getLogger(__name__)
 
 
@@ -146,6 +144,10 @@ class DrainingWorker(GeventWorker):
 
     def _drain_then(self, stop: Callable[[int, FrameType | None], Any], sig: int,
                     frame: FrameType | None) -> None:
+        # Imported here: gunicorn's arbiter imports this worker class before any worker patches the
+        # standard library, and the service brings PyJWT, which imports ssl.
+        from ..service import Service
+
         for service in list(Service.started):
             try:
                 service.drain()
