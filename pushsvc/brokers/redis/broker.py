@@ -26,7 +26,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from ...config import ConfigError, Settings
-from ...model import RESET_EXPIRED, RESET_UNKNOWN, ClientInfo, Frame, Message, Published, Replay
+from ...model import RESET_EXPIRED, RESET_UNKNOWN, ClientInfo, Message, Published, Replay
 from ...registry import Connection, Registry
 from ..base import Broker
 from .check import check_url
@@ -38,12 +38,10 @@ from .reader import CANARY_INTERVAL_SECONDS, Reader, write_canary
 from .schema import (
     DEFAULT_NAMESPACE,
     Keys,
-    decode_target,
     encode_target,
-    entry_fields,
-    entry_frame,
     event_id,
     event_key,
+    frames_for,
     parse_event_id,
     stream_id_tuple,
 )
@@ -272,22 +270,13 @@ class RedisBroker(Broker):
                 return Replay(reset=RESET_UNKNOWN, head_id=head)
             if not held:
                 return Replay(reset=RESET_EXPIRED, head_id=head)
-            frames = self._frames(page, client_id, groups)
+            frames = frames_for(page, client_id, groups)
             while len(page) == REPLAY_PAGE:
                 page = self.redis.xrange(self.keys.stream, b"(" + page[-1][0], "+", count=REPLAY_PAGE)
-                frames += self._frames(page, client_id, groups)
+                frames += frames_for(page, client_id, groups)
         except UNAVAILABLE as error:
             raise unavailable(error) from error
         return Replay(frames, head_id=head)
-
-    @staticmethod
-    def _frames(entries: list[Any], client_id: str, groups: Sequence[str]) -> list[Frame]:
-        frames = []
-        for raw_id, raw_fields in entries:
-            fields = entry_fields(raw_fields)
-            if decode_target(fields[b"t"]).matches(client_id, groups):
-                frames.append(entry_frame(raw_id, fields))
-        return frames
 
     # -- presence ----------------------------------------------------------------------------------------
 

@@ -11,6 +11,7 @@ cluster too.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -90,6 +91,16 @@ def entry_fields(fields: Any) -> dict[bytes, bytes]:
     if isinstance(fields, dict):
         return fields
     return {fields[i]: fields[i + 1] for i in range(0, len(fields), 2)}
+
+
+def frames_for(entries: list[Any], client_id: str, groups: Sequence[str]) -> list[Frame]:
+    """The frames of the entries (from XRANGE or a script) that a connection of ``client_id`` gets."""
+    frames = []
+    for raw_id, raw_fields in entries:
+        fields = entry_fields(raw_fields)
+        if decode_target(fields[b"t"]).matches(client_id, groups):
+            frames.append(entry_frame(raw_id, fields))
+    return frames
 
 
 def entry_frame(raw_id: bytes, fields: dict[bytes, bytes]) -> Frame:
