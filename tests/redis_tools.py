@@ -101,6 +101,21 @@ class Streams:
                 return opened
         raise AssertionError(f"streams of {client_id} never reached every worker")
 
+    def one_on_worker(self, prefix: str, pid: int, redis_url: str, *, rounds: int = 10) -> str:
+        """Open streams of new ids ``<prefix>-<n>``, several at once, until worker ``pid`` holds one;
+        the id it holds."""
+        for round_ in range(rounds):
+            ids = [f"{prefix}-{round_}-{i}" for i in range(6)]
+            with ThreadPoolExecutor(6) as pool:
+                batch = list(pool.map(lambda cid: self.raw(f"/sse/subscribe/{cid}"), ids))
+            for stream in batch:
+                assert stream.read_until(b"retry:")
+            assert wait_for(lambda: all(holders(redis_url, cid) for cid in ids), 10)  # noqa: B023
+            for cid in ids:
+                if pid in holders(redis_url, cid):
+                    return cid
+        raise AssertionError(f"no stream of {prefix}-* reached worker {pid}")
+
 
 @contextlib.contextmanager
 def streams_on(server: Gunicorn) -> Iterator[Streams]:

@@ -128,15 +128,7 @@ def test_killed_worker_clients_resume_elsewhere_and_vanish_from_presence(cluster
     assert wait_for(lambda: holders(redis_server.url, "survivor"), 10)
     victim = next(iter(holders(redis_server.url, "survivor")))
     # A second client held only by the victim worker, to watch its stale presence expire.
-    ghost = None
-    for attempt in range(20):
-        candidate = streams.raw(f"/sse/subscribe/ghost-{attempt}")
-        assert candidate.read_until(b"retry:")
-        if wait_for(lambda a=attempt: holders(redis_server.url, f"ghost-{a}"), 10) and \
-                victim in holders(redis_server.url, f"ghost-{attempt}"):
-            ghost = f"ghost-{attempt}"
-            break
-    assert ghost is not None
+    ghost = streams.one_on_worker("ghost", victim, redis_server.url)
 
     first = fresh_post(cluster, "/sse/publish", json={"to": "survivor", "data": "before"}).json()["id"]
     assert victim_stream.read_until(b"data: before\n", 5)
