@@ -14,12 +14,13 @@ if TYPE_CHECKING:
     from .brokers.base import BrokerUnavailable
     from .config import ConfigError, Settings
     from .extension import Push
+    from .hooks import Stream
     from .idempotency import IdempotencyConflict
     from .messages import InvalidInput
     from .wire import Event
 
 __all__ = ["BrokerUnavailable", "ConfigError", "Event", "IdempotencyConflict", "InvalidInput", "Push",
-           "Settings", "create_app"]
+           "Settings", "Stream", "create_app"]
 __version__ = "0.1.0"
 
 _HOMES = {
@@ -28,6 +29,7 @@ _HOMES = {
     "ConfigError": ".config",
     "Settings": ".config",
     "Push": ".extension",
+    "Stream": ".hooks",
     "IdempotencyConflict": ".idempotency",
     "InvalidInput": ".messages",
     "Event": ".wire",

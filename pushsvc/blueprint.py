@@ -14,7 +14,7 @@ from .auth import AuthError, bearer
 from .brokers.base import BrokerUnavailable
 from .config import MAX_REQUEST_LINE_BYTES
 from .cors import Cors
-from .messages import InvalidInput, build_batch, build_message, check_groups, check_name
+from .messages import InvalidInput, build_batch, build_message, check_flag, check_groups, check_name
 from .server.peer import SocketPeer
 from .service import Service, Subscription
 
@@ -75,8 +75,9 @@ def subscribe(client_id: str | None = None) -> Response:
     last_event_id = request.environ.get("HTTP_LAST_EVENT_ID") or inputs.arg("lastEventId") or None
     sock = request.environ.get("gunicorn.socket")
     peer = SocketPeer(sock) if sock is not None else None
+    presence = check_flag(query.get("presence"), field="presence")
     return _render(svc.subscribe(client_id, groups, last_event_id=last_event_id,
-                                 credentials=inputs.credentials(), peer=peer))
+                                 credentials=inputs.credentials(), peer=peer, presence=presence))
 
 
 def _render(sub: Subscription) -> Response:

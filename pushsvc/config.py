@@ -43,6 +43,13 @@ DEFAULT_BUSY_RETRY_MS = 5000
 DEFAULT_IDEMPOTENCY_TTL_SECONDS = 86_400.0
 # Open streams of one client id per worker: tabs and devices of one user fit; one id cannot take a worker.
 DEFAULT_MAX_STREAMS_PER_CLIENT = 100
+# A reload, a reconnect after a restart or a move to another worker takes a browser a few seconds
+# (EventSource waits retry_ms, 3 s, before it comes back): within this, no online/offline is reported.
+DEFAULT_PRESENCE_GRACE_SECONDS = 5.0
+MAX_PRESENCE_GRACE_SECONDS = 3600.0
+# A webhook receiver that is down is retried this long (with backoff) before its batch is given up.
+DEFAULT_WEBHOOK_RETRY_SECONDS = 600.0
+WEBHOOK_SCHEMES = ("http", "https")
 # The longest request line gunicorn accepts (its own maximum): the query of a subscribe that joins many
 # groups must fit, and a longer query string is refused with a clear 400 on any server.
 MAX_REQUEST_LINE_BYTES = 8190
@@ -79,6 +86,13 @@ class Settings:
     max_streams_per_client: int = DEFAULT_MAX_STREAMS_PER_CLIENT
     # GET|POST /push and /send of the original design; off: they answer 404 (see SECURITY.md).
     legacy_routes: bool = True
+    # Presence transitions (section 8 of the contract): on_online/on_offline, webhooks, ?presence=1.
+    presence_grace_seconds: float = DEFAULT_PRESENCE_GRACE_SECONDS
+    # Off: no transitions are tracked at all (per-stream hooks and /sse/clients still work).
+    presence_tracking: bool = True
+    webhook_url: str | None = None
+    webhook_secret: str | None = None
+    webhook_retry_seconds: float = DEFAULT_WEBHOOK_RETRY_SECONDS
 
     @classmethod
     def load(
@@ -125,8 +139,24 @@ class Settings:
             _fail("max_body_bytes", "must leave room for one message of max_message_bytes and its fields")
         if not self.cors_origins:
             _fail("cors_origins", "must list at least one origin, or *")
+        self._validate_presence()
         if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
             _fail("log_level", "must be DEBUG, INFO, WARNING, ERROR or CRITICAL")
+
+    def _validate_presence(self) -> None:
+        if not 0 <= self.presence_grace_seconds <= MAX_PRESENCE_GRACE_SECONDS:
+            _fail("presence_grace_seconds", f"must be 0 to {MAX_PRESENCE_GRACE_SECONDS:.0f} seconds")
+        if not self.webhook_retry_seconds > 0:
+            _fail("webhook_retry_seconds", "must be a positive number of seconds")
+        if self.webhook_url is None:
+            if self.webhook_secret is not None:
+                _fail("webhook_secret", "is set but PUSHSVC_WEBHOOK_URL is not")
+            return
+        parts = urlsplit(self.webhook_url)
+        if parts.scheme not in WEBHOOK_SCHEMES or not parts.hostname:
+            _fail("webhook_url", f"is {self.webhook_url!r}; use http://HOST[:PORT]/PATH or https://…")
+        if not self.presence_tracking:
+            _fail("webhook_url", "is set but PUSHSVC_PRESENCE_TRACKING is off; webhooks need it")
 
     @property
     def broker_scheme(self) -> str:

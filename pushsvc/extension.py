@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from flask import Flask, current_app, has_app_context
@@ -12,6 +12,7 @@ from .auth import Authorizer
 from .blueprint import create_blueprint
 from .config import Settings, check_environment
 from .cors import Cors
+from .hooks import Hooks, Stream
 from .idempotency import check_key, fingerprint_messages
 from .messages import build_batch, check_name, compose
 from .model import Message, Published, Target
@@ -37,6 +38,7 @@ class Push:
         self._settings = settings
         self._service: Service | None = None
         self._authorizers: list[Authorizer] = []
+        self._hooks = Hooks()
         if app is not None:
             self.init_app(app)
 
@@ -46,7 +48,7 @@ class Push:
         for line in check_environment():
             log.warning("%s", line)
         config = Settings.load(app.config.get("PUSHSVC"), **merged)
-        service = Service(config, authorizers=self._authorizers)
+        service = Service(config, authorizers=self._authorizers, hooks=self._hooks)
         app.extensions[EXTENSION_KEY] = service
         app.extensions["pushsvc.cors"] = Cors(config.cors_origins)
         if config.jwt_secret is not None and config.publish_token is None:
@@ -63,6 +65,39 @@ class Push:
         JWT check when ``PUSHSVC_JWT_SECRET`` is set, and every registered function must agree.
         """
         self._authorizers.append(function)
+        return function
+
+    # -- lifecycle hooks (section 8 of the contract); each call runs in a greenlet of its own ------------
+
+    def on_connect(self, function: Callable[[Stream], Any]) -> Callable[[Stream], Any]:
+        """Decorator: ``function(stream)`` when a stream opens, in the worker that holds it.
+
+        ``stream.client_id``, ``stream.groups`` (a tuple) and ``stream.id`` (unique) say which. Like every
+        hook, it runs in a greenlet of its own, outside any request: one that raises is logged with the
+        client id and counted, one that blocks delays nothing else. Register hooks before the first request.
+        """
+        self._hooks.connect.append(function)
+        return function
+
+    def on_disconnect(self, function: Callable[[Stream, str], Any]) -> Callable[[Stream, str], Any]:
+        """Decorator: ``function(stream, reason)`` once when a stream ends, in the worker that held it;
+        ``reason`` is ``"client"`` (it hung up), ``"closed"`` (a close), ``"slow"`` (cut off for not
+        keeping up), ``"drain"`` (the worker restarts) or ``"error"`` (the broker failed)."""
+        self._hooks.disconnect.append(function)
+        return function
+
+    def on_online(self, function: Callable[[str, str], Any]) -> Callable[[str, str], Any]:
+        """Decorator: ``function(client_id, event_id)`` when a client id's first stream opens anywhere in
+        the service (not when it comes back within ``PUSHSVC_PRESENCE_GRACE_SECONDS``). Once for the whole
+        service, in one process; at least once under faults, so dedupe by ``event_id``."""
+        self._hooks.online.append(function)
+        return function
+
+    def on_offline(self, function: Callable[[str, str], Any]) -> Callable[[str, str], Any]:
+        """Decorator: ``function(client_id, event_id)`` when a client id's last stream ended and none came
+        back within ``PUSHSVC_PRESENCE_GRACE_SECONDS`` (a worker that died counts once its presence expired).
+        Once for the whole service, as :meth:`on_online`."""
+        self._hooks.offline.append(function)
         return function
 
     @property

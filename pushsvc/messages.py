@@ -20,7 +20,7 @@ MAX_NAME_BYTES = 128
 MAX_EVENT_NAME_BYTES = 64
 MAX_EVENT_ID_BYTES = 64
 MAX_RETRY_MS = 24 * 3600 * 1000
-RESERVED_EVENTS = frozenset({"open", "error", "close", "reset", "busy"})
+RESERVED_EVENTS = frozenset({"open", "error", "close", "reset", "busy", "presence"})
 TARGET_FIELDS = ("to", "group", "prefix", "broadcast")
 ALLOWED_FIELDS = frozenset({*TARGET_FIELDS, "data", "event", "retry"})
 CLOSE_DATA = {"reason": "closed by the server"}
@@ -72,6 +72,15 @@ def check_groups(values: Sequence[Any], settings: Settings) -> tuple[str, ...]:
     if len(groups) > settings.max_groups:
         raise InvalidInput(f"at most {settings.max_groups} groups per connection", field="group")
     return groups
+
+
+def check_flag(value: str | None, *, field: str) -> bool:
+    """A query switch such as ``?presence=1``: absent or one of 1/0, true/false, yes/no, on/off."""
+    if value is None:
+        return False
+    if value.strip().lower() not in _TRUE | _FALSE:
+        raise InvalidInput(f"{field} must be 1 or 0 (true/false, yes/no, on/off)", field=field)
+    return value.strip().lower() in _TRUE
 
 
 def is_event_id(value: str) -> bool:

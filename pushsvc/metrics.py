@@ -49,3 +49,7 @@ _prime(stats.PUBLISHED, KINDS)
 _prime(stats.DELIVERED, KINDS)
 _prime(stats.SLOW_DISCONNECTS, ("queue full", "write timeout"))
 _prime(stats.RESETS, RESET_REASONS)
+_prime(stats.HOOK_ERRORS, stats.HOOK_KINDS)
+for _state in ("online", "offline"):
+    for _scope in ("client", "group"):
+        stats.TRANSITIONS.labels(_state, _scope)

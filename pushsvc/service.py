@@ -25,7 +25,9 @@ from .auth import AuthError, Authorizer, Credentials, Gate
 from .brokers import create_broker
 from .brokers.base import Broker, BrokerUnavailable
 from .config import Settings
+from .hooks import Hooks, Stream
 from .idempotency import Entry, IdempotencyStore, answer_again
+from .lifecycle import DRAIN_CUT, Lifecycle
 from .limits import LIMIT_REPORTED, file_limit, stream_cap
 from .messages import close_message, is_event_id
 from .model import ClientInfo, Frame, Message, Published, Target, is_close_id
@@ -58,11 +60,13 @@ class Service:
     started: ClassVar[weakref.WeakSet[Service]] = weakref.WeakSet()
 
     def __init__(self, settings: Settings, broker: Broker | None = None, *,
-                 authorizers: Sequence[Authorizer] = ()):
+                 authorizers: Sequence[Authorizer] = (), hooks: Hooks | None = None):
         self.settings = settings
+        self.stats = Stats()
+        #: The application's hooks (register them before the first request) and the streams they see.
+        self.lifecycle = Lifecycle(settings, hooks or Hooks(), self.stats)
         self.broker = broker or create_broker(settings)
         self.gate = Gate(settings, self.broker.tickets, authorizers=authorizers)
-        self.stats = Stats()
         self.registry = Registry(on_slow=self._on_slow)
         self.registry.delivered = self.stats.delivered
         self.registry.listeners.append(self.stats.on_connection)
@@ -83,6 +87,9 @@ class Service:
         if self.max_streams < self.settings.max_connections and not os.environ.get(LIMIT_REPORTED):
             log.warning("worker %s holds at most %d streams: its file limit is %s", os.getpid(),
                         self.max_streams, file_limit())
+        tracking = self.lifecycle.tracking()
+        if tracking is not None:
+            self.broker.track_presence(tracking)
         self.broker.start(self.registry)
         self._housekeeper = gevent.spawn(self._housekeeping)
         Service.started.add(self)
@@ -113,7 +120,7 @@ class Service:
             except Full:
                 full.append(conn)
         for conn in full:
-            self.registry.drop(conn, "queue full at shutdown")
+            self.registry.drop(conn, DRAIN_CUT)
         self.stats.drained += asked
         log.info("draining worker %s: %d streams asked to reconnect later, %d cut off", os.getpid(),
                  asked, len(full))
@@ -136,6 +143,7 @@ class Service:
                 log.exception("housekeeping failed in worker %s", os.getpid())
 
     def _on_slow(self, conn: Connection, reason: str) -> None:
+        self.lifecycle.cut(conn, reason)
         self.stats.slow_disconnects[reason] += 1
         log.warning("cut off slow client %s worker=%s: %s after %.1f s, %d events",
                     conn.client_id, os.getpid(), reason, time.monotonic() - conn.opened, conn.sent)
@@ -222,11 +230,13 @@ class Service:
         last_event_id: str | None = None,
         credentials: Credentials = NO_CREDENTIALS,
         peer: Peer | None = None,
+        presence: bool = False,
     ) -> Subscription:
         """Decide a subscribe, in order: its credentials (tokens, tickets, the application's own
         ``authorize``), a reconnect after a close, then whether this worker can take a stream now.
 
-        ``peer`` is the client's socket, to cut off or watch. Every refusal is counted, by reason.
+        ``peer`` is the client's socket, to cut off or watch; ``presence`` asks for ``event: presence``
+        of the other members of its groups. Every refusal is counted, by reason.
         """
         self.start()
         groups = tuple(groups)
@@ -249,7 +259,8 @@ class Service:
                           cut=peer.cut if peer is not None else None)
         body = open_stream(conn, broker=self.broker, registry=self.registry, stats=self.stats,
                            retry_ms=self.settings.retry_ms, last_event_id=last_event_id, peer=peer,
-                           refuse=self._refuse)
+                           refuse=self._refuse,
+                           lifecycle=self.lifecycle.of(Stream(client_id, groups, presence=presence)))
         return Subscription(200, body)
 
     def _no_room(self, client_id: str) -> str:

@@ -17,6 +17,8 @@ from prometheus_client import Counter, Gauge, Histogram
 
 # Publish latency is a dict insert and a loop of put_nowait in memory, a round trip with Redis:
 # a tenth of a millisecond to a few hundred milliseconds covers both.
+# The application's hooks (pushsvc.lifecycle), the label of their error count.
+HOOK_KINDS = ("connect", "disconnect", "online", "offline")
 PUBLISH_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
                    2.5)
 
@@ -42,6 +44,18 @@ REFUSED = Counter("pushsvc_refused",
 BROKER_ERRORS = Counter("pushsvc_broker_errors", "Publishes the broker could not take.")
 DRAINED = Counter("pushsvc_drained_connections",
                   "Streams ended with a retry hint because their worker was shutting down.")
+TRANSITIONS = Counter("pushsvc_presence_transitions",
+                      "Presence transitions decided, by type (online, offline) and scope (client: the "
+                      "on_online/on_offline hooks and webhooks; group: event: presence).", ["type", "scope"])
+HOOK_ERRORS = Counter("pushsvc_hook_errors",
+                      "Application hooks that raised, by hook (connect, disconnect, online, offline).",
+                      ["hook"])
+WEBHOOK_DELIVERIES = Counter("pushsvc_webhook_deliveries", "Webhook batches the receiver accepted (2xx).")
+WEBHOOK_EVENTS = Counter("pushsvc_webhook_events", "Transitions in webhook batches the receiver accepted.")
+WEBHOOK_RETRIES = Counter("pushsvc_webhook_retries",
+                          "Webhook POSTs that failed (non-2xx, timeout, no connection) and are retried.")
+WEBHOOK_FAILURES = Counter("pushsvc_webhook_failures",
+                           "Webhook batches given up after PUSHSVC_WEBHOOK_RETRY_SECONDS of retries.")
 PUBLISH_SECONDS = Histogram("pushsvc_publish_seconds", "Time to hand one publish call to the broker.",
                             buckets=PUBLISH_BUCKETS)
 
@@ -97,6 +111,10 @@ class Stats:
     replayed_events = CountedInt(REPLAYED_EVENTS)
     broker_errors = CountedInt(BROKER_ERRORS)
     drained = CountedInt(DRAINED)
+    webhook_deliveries = CountedInt(WEBHOOK_DELIVERIES)
+    webhook_events = CountedInt(WEBHOOK_EVENTS)
+    webhook_retries = CountedInt(WEBHOOK_RETRIES)
+    webhook_failures = CountedInt(WEBHOOK_FAILURES)
 
     def __init__(self) -> None:
         self.published = LabelledCounter(PUBLISHED)  # by target kind
@@ -105,6 +123,13 @@ class Stats:
         self.resets = LabelledCounter(RESETS)  # by reason
         self.refused = LabelledCounter(REFUSED)  # full, restarting, broker unavailable, closed, auth
         self.publish_seconds = PUBLISH_SECONDS
+        self.hook_errors = LabelledCounter(HOOK_ERRORS)  # by hook
+
+    @staticmethod
+    def transitions(state: str, scope: str, count: int) -> None:
+        """Presence transitions decided in this process (see :class:`pushsvc.transitions.Tracking`)."""
+        if count > 0:
+            TRANSITIONS.labels(state, scope).inc(count)
 
     @staticmethod
     def on_connection(change: str, conn: object) -> None:

@@ -30,6 +30,23 @@ HANG_UP = Frame(b"", end=True)
 MAX_FRAMES_PER_WRITE = 256
 
 
+# Why a stream ended, as on_disconnect hears it: the client hung up; a close event (or the resume found
+# one); cut off for not keeping up; the worker's drain before a restart; the broker failed or a bug.
+CLIENT, CLOSED, SLOW, DRAIN, ERROR = "client", "closed", "slow", "drain", "error"
+REASONS = (CLIENT, CLOSED, SLOW, DRAIN, ERROR)
+
+
+class Lifecycle(Protocol):
+    """Who hears of a stream's opening and end (the service, for the application's hooks)."""
+
+    def opened(self, conn: Connection) -> None: ...
+
+    def ended(self, conn: Connection, reason: str) -> str:
+        """Hear that ``conn`` ended for ``reason``; returns the reason as it was reported (the service
+        may know better: a stream it cut off for being slow ends in a failed write)."""
+        ...
+
+
 class Peer(Protocol):
     """The client's socket as a stream needs it (see :class:`pushsvc.server.peer.SocketPeer`)."""
 
@@ -40,11 +57,13 @@ class Peer(Protocol):
 
 def open_stream(conn: Connection, *, broker: Broker, registry: Registry, stats: Stats, retry_ms: int,
                 last_event_id: str | None, peer: Peer | None,
-                refuse: Callable[[str, str | None], bytes]) -> Iterator[bytes]:
+                refuse: Callable[[str, str | None], bytes],
+                lifecycle: Lifecycle | None = None) -> Iterator[bytes]:
     """The bytes of one stream: ``retry:``, the replay (or ``event: reset``), then live events.
 
     ``refuse(reason, last_event_id)`` gives the soft refusal to end with when the broker cannot take the
-    stream after all (its ``on_subscribe`` or the resume failed).
+    stream after all (its ``on_subscribe`` or the resume failed). ``lifecycle`` hears, once each, that
+    the stream opened (it is in the registry) and why it ended: one of :data:`REASONS`.
     """
     try:
         conn.skip_through(broker.on_subscribe(conn))
@@ -56,7 +75,9 @@ def open_stream(conn: Connection, *, broker: Broker, registry: Registry, stats: 
     stats.connections_opened += 1
     log.info("connect %s groups=%s worker=%s resume=%s", conn.client_id, ",".join(conn.groups),
              os.getpid(), last_event_id or "-")
-    ended = "client gone"
+    if lifecycle is not None:
+        lifecycle.opened(conn)
+    ended = CLIENT
     try:
         yield wire.retry(retry_ms)
         if last_event_id:
@@ -64,24 +85,28 @@ def open_stream(conn: Connection, *, broker: Broker, registry: Registry, stats: 
             if head:
                 yield head
             if end:
-                ended = "closed"
+                ended = CLOSED
                 return
         ended = yield from _live(conn)
     except BrokerUnavailable:
-        ended = "broker unavailable"
-        yield refuse(ended, last_event_id)
+        ended = ERROR
+        yield refuse("broker unavailable", last_event_id)
+    except Exception:
+        ended = ERROR
+        raise
     finally:
         if unwatch is not None:
             unwatch()
-        _closed(conn, registry, stats, ended)
+        _closed(conn, registry, stats, ended, lifecycle)
 
 
-def _closed(conn: Connection, registry: Registry, stats: Stats, ended: str) -> None:
+def _closed(conn: Connection, registry: Registry, stats: Stats, ended: str,
+            lifecycle: Lifecycle | None) -> None:
     """The stream's generator is done: leave the registry, count it and say why it ended."""
     registry.remove(conn)
     stats.connections_closed += 1
-    if conn.dead and ended == "client gone":
-        ended = "cut off"
+    if lifecycle is not None:
+        ended = lifecycle.ended(conn, ended)
     log.info("disconnect %s worker=%s after %.1f s, %d events: %s", conn.client_id, os.getpid(),
              time.monotonic() - conn.opened, conn.sent, ended)
 
@@ -121,14 +146,17 @@ def _resume(conn: Connection, broker: Broker, stats: Stats, last_event_id: str) 
 
 
 def _live(conn: Connection) -> Iterator[bytes]:
-    """Write queued frames until one ends the stream; returns why it ended."""
+    """Write queued frames until one ends the stream; returns why it ended.
+
+    A frame that ends the stream without an id is the drain's farewell (a close event has an id).
+    """
     queue = conn.queue
     get, get_nowait, qsize = queue.get, queue.get_nowait, queue.qsize
     clock = time.monotonic
     while True:
         frame = get()
         if frame is HANG_UP:
-            return "client gone"
+            return CLIENT
         if qsize() == 0 and conn.skip_until is None:
             # The common case: one event, written as it is.
             conn.writing_since = clock()
@@ -137,13 +165,13 @@ def _live(conn: Connection) -> Iterator[bytes]:
             if frame.event_id is not None:
                 conn.sent += 1
             if frame.end:
-                return "closed"
+                return CLOSED if frame.event_id is not None else DRAIN
             continue
         batch = [frame]
         for _ in range(min(qsize(), MAX_FRAMES_PER_WRITE)):
             batch.append(get_nowait())
         if HANG_UP in batch:
-            return "client gone"
+            return CLIENT
         if conn.skip_until is not None:
             batch = _skip_replayed(conn, batch)
         end = next((i for i, f in enumerate(batch) if f.end), None)
@@ -155,7 +183,7 @@ def _live(conn: Connection) -> Iterator[bytes]:
             conn.writing_since = None
             conn.sent += sum(1 for f in batch if f.event_id is not None)
         if end is not None:
-            return "closed"
+            return CLOSED if batch[-1].event_id is not None else DRAIN
 
 
 def _skip_replayed(conn: Connection, batch: list[Frame]) -> list[Frame]:

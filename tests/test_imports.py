@@ -24,7 +24,7 @@ SERVER_LIBRARIES = ("flask", "gevent", "prometheus_client", "redis", "jwt", "wer
 # forks and gevent patches the standard library, they would keep the unpatched versions.
 BEFORE_PATCHING = ("gevent", "greenlet", "flask", "werkzeug", "jinja2", "redis", "hiredis", "jwt", "xstatic")
 PUBLIC_NAMES = ("BrokerUnavailable", "ConfigError", "Event", "IdempotencyConflict", "InvalidInput", "Push",
-                "Settings", "create_app")
+                "Settings", "Stream", "create_app")
 
 
 def run_python(code: str, *, env: dict[str, str] | None = None, cwd: Path = ROOT) -> str:

@@ -11,25 +11,29 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parent.parent / "pushsvc"
 FLASK_MODULES = {"blueprint", "inputs", "extension", "app"}
-STDLIB_ONLY = {"wire", "config", "model", "tickets", "limits", "cli", "cli_client"}
+STDLIB_ONLY = {"wire", "config", "model", "tickets", "limits", "cli", "cli_client", "transitions"}
 # Which of our modules each module may import (a module not listed: anything but the HTTP layer).
 ALLOWED_OURS = {
     "wire": set(),
     "config": set(),
     "model": set(),
     "tickets": set(),
+    "transitions": set(),
     "cli": {"cli_client"},
     "cli_client": set(),
     "stats": set(),
     "registry": {"model"},
     "messages": {"wire", "config", "model"},
     "auth": {"config", "tickets"},
+    "hooks": {"stats", "transitions"},
+    "webhook": {"config", "stats", "transitions"},
 }
 # The HTTP and process layer: nothing below it may import it.
 HTTP_LAYER = {"blueprint", "inputs", "extension", "app", "wsgi", "cli", "worker", "server.worker",
               "server.logging", "server.gunicorn_conf"}
 # Brokers know nothing of HTTP, of the service that drives them, or of auth.
-ABOVE_BROKERS = HTTP_LAYER | {"service", "stream", "auth", "cors", "server.peer", "server.runtime"}
+ABOVE_BROKERS = HTTP_LAYER | {"service", "stream", "auth", "cors", "server.peer", "server.runtime", "hooks",
+                              "lifecycle", "webhook"}
 
 
 def module_name(path: Path) -> str:

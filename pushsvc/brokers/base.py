@@ -24,6 +24,7 @@ from ..idempotency import IdempotencyStore
 from ..model import ClientInfo, Message, Published, Replay
 from ..registry import Connection, Registry
 from ..tickets import TicketStore
+from ..transitions import Tracking
 
 
 class BrokerUnavailable(RuntimeError):
@@ -50,6 +51,13 @@ class Broker(ABC):
     @abstractmethod
     def stop(self) -> None:
         """Stop delivering and release connections. Idempotent."""
+
+    @abstractmethod
+    def track_presence(self, tracking: Tracking) -> None:
+        """Report debounced presence transitions of the whole service to ``tracking`` (call before
+        :meth:`start`). Client transitions reach each of its consumers once for the whole service (at
+        least once under faults); group transitions reach ``tracking.local`` in every worker that serves.
+        """
 
     def on_subscribe(self, conn: Connection) -> Any:
         """A stream is about to be registered: get ready to feed it. Returns the ordering key of the

@@ -30,8 +30,10 @@ from ..model import (
 )
 from ..registry import Registry
 from ..tickets import MemoryTickets
+from ..transitions import Tracking
 from .base import Broker
 from .history import History
+from .local_presence import LocalTracker
 
 log = logging.getLogger(__name__)
 
@@ -56,15 +58,23 @@ class MemoryBroker(Broker):
         self.registry = Registry()
         self._hub = None
         self._hub_thread: int | None = None
+        self._tracker: LocalTracker | None = None
+
+    def track_presence(self, tracking: Tracking) -> None:
+        self._tracker = LocalTracker(tracking)
 
     def start(self, registry: Registry) -> None:
         self.registry = registry
         self._hub = gevent.get_hub()
         self._hub_thread = _real_get_ident()
+        if self._tracker is not None:
+            self._tracker.attach(registry)
 
     def stop(self) -> None:
         self._hub = None
         self._hub_thread = None
+        if self._tracker is not None:
+            self._tracker.detach()
 
     def publish(self, messages: Sequence[Message]) -> list[Published]:
         # One trip to the hub: the connections an event was queued on are its audience.

@@ -28,11 +28,13 @@ from redis.retry import Retry
 from ...config import ConfigError, Settings
 from ...model import RESET_EXPIRED, RESET_UNKNOWN, ClientInfo, Message, Published, Replay
 from ...registry import Connection, Registry
+from ...transitions import Tracking
 from ..base import Broker
 from .check import check_url
 from .clock import RedisClock
 from .errors import UNAVAILABLE, unavailable
 from .idempotency import RedisIdempotency
+from .lifecycle import RedisTracking
 from .presence import PRESENCE_REFRESH_SECONDS, Presence
 from .reader import CANARY_INTERVAL_SECONDS, Reader, write_canary
 from .schema import (
@@ -101,6 +103,11 @@ class RedisBroker(Broker):
         self._canary_ok = True
         self._serving = False
         self._started = gevent.event.Event()
+        self.tracking: RedisTracking | None = None
+
+    def track_presence(self, tracking: Tracking) -> None:
+        self.tracking = RedisTracking(self.url, self.redis, self.keys, tracking,
+                                      connect_timeout=CONNECT_TIMEOUT_SECONDS)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> RedisBroker:
@@ -166,6 +173,8 @@ class RedisBroker(Broker):
         finally:
             self._started.set()
         self.presence.attach(registry)
+        if self.tracking is not None:
+            self.tracking.start(registry, self.worker)
         self._keeper = gevent.spawn(self._keep)
         log.info("redis broker serving in worker %s (pid %s)", self.worker, os.getpid())
 
@@ -202,6 +211,8 @@ class RedisBroker(Broker):
             except redis.RedisError as error:
                 log.info("presence of worker %s left to expire: %s", self.worker, error)
         self.presence.detach()
+        if self.tracking is not None:
+            self.tracking.stop()
         self._serving = False
         self._started = gevent.event.Event()
         self.redis.connection_pool.disconnect()

@@ -61,6 +61,40 @@ class Keys:
         worker's liveness."""
         return f"{self.worker_prefix}{worker}:g"
 
+    # Presence transitions (see docs/PRESENCE.md and :mod:`.transitions`).
+
+    @property
+    def presence_counts(self) -> str:
+        """Hash: unit (client id, or ``"<client> <group>"``) -> open streams, whole service."""
+        return f"{self.base}:presence:counts"
+
+    @property
+    def presence_pending(self) -> str:
+        """Sorted set: units whose last stream ended, scored by when their ``offline`` is due (ms)."""
+        return f"{self.base}:presence:pending"
+
+    @property
+    def presence_workers(self) -> str:
+        """Set: the workers whose streams are counted in :attr:`presence_counts`."""
+        return f"{self.base}:presence:workers"
+
+    @property
+    def transitions(self) -> str:
+        """Stream: every transition (``type``, ``unit``, ``time``); read by consumer groups and workers."""
+        return f"{self.base}:presence:transitions"
+
+    @property
+    def presence_worker_prefix(self) -> str:
+        return f"{self.base}:presence:w:"
+
+    def presence_units(self, worker: str) -> str:
+        """Hash: unit -> open streams in one worker (its share of :attr:`presence_counts`)."""
+        return f"{self.presence_worker_prefix}{worker}:units"
+
+    def presence_alive(self, worker: str) -> str:
+        """String with a TTL: the worker is alive. Once it expires, a sweep takes the worker's share back."""
+        return f"{self.presence_worker_prefix}{worker}:alive"
+
     def canary(self, worker: str) -> str:
         return f"{self.base}:canary:{worker}"
 
