@@ -8,9 +8,9 @@ import json
 import os
 import time
 
-from flask import Flask
+from flask import Flask, Response
 
-from pushsvc import Push, Stream
+from pushsvc import Push, Stream, metrics
 
 app = Flask(__name__)
 push = Push(app)
@@ -27,6 +27,12 @@ def record(**entry: object) -> None:
 @app.get("/healthz")
 def healthz() -> str:
     return "ok"
+
+
+@app.get("/metrics")
+def prometheus_metrics() -> Response:
+    body, content_type = metrics.render()
+    return Response(body, content_type=content_type)
 
 
 if os.environ.get("PRESENCE_MISBEHAVE") == "1":

@@ -6,8 +6,9 @@ rings the doorbell for the consumers: for each (the hooks, the webhook) a non-bl
 takes what no worker has taken yet, so each transition goes to one consumer of the whole service. An
 entry is acknowledged once its handler has returned. While a handler works (a webhook retrying for
 minutes), its entries are touched (``XCLAIM`` to itself) so nobody takes them over; the entries of a
-consumer that died are taken over with ``XAUTOCLAIM`` once idle for :data:`CLAIM_IDLE_SECONDS`: at least
-once, never lost. See docs/PRESENCE.md.
+consumer whose worker died (its liveness key expired) are taken over by another worker, and entries of a
+handler that failed once idle for :data:`CLAIM_IDLE_SECONDS`: at least once, never lost. See
+docs/PRESENCE.md.
 """
 
 from __future__ import annotations
@@ -146,11 +147,32 @@ class Feed:
             pool.spawn(self._handle, consumer, entries)
 
     def _reclaim(self, name: str) -> Entries:
-        reply = self.redis.xautoclaim(self.keys.transitions, name, self.worker,
-                                      int(CLAIM_IDLE_SECONDS * 1000), start_id="0-0", count=BATCH)
-        entries = [(raw_id, fields) for raw_id, fields in reply[1] if fields]
+        """Entries of consumers that are gone: at once for a worker whose liveness key expired (it died),
+        after :data:`CLAIM_IDLE_SECONDS` for any other (a handler that failed). Gone consumers with
+        nothing pending leave the group."""
+        entries: Entries = []
+        for info in self.redis.xinfo_consumers(self.keys.transitions, name):
+            consumer = info["name"].decode() if isinstance(info["name"], bytes) else str(info["name"])
+            if consumer == self.worker or self.redis.exists(self.keys.presence_alive(consumer)):
+                continue
+            if not info["pending"]:
+                self.redis.xgroup_delconsumer(self.keys.transitions, name, consumer)
+                continue
+            held = self.redis.xpending_range(self.keys.transitions, name, "-", "+", BATCH - len(entries),
+                                             consumername=consumer)
+            ids = [item["message_id"] for item in held]
+            if ids:
+                entries += self.redis.xclaim(self.keys.transitions, name, self.worker, 0, ids)
+            if len(entries) >= BATCH:
+                break
+        if len(entries) < BATCH:
+            reply = self.redis.xautoclaim(self.keys.transitions, name, self.worker,
+                                          int(CLAIM_IDLE_SECONDS * 1000), start_id="0-0",
+                                          count=BATCH - len(entries))
+            entries += reply[1]
+        entries = [(raw_id, fields) for raw_id, fields in entries if fields]
         if entries:
-            log.warning("worker %s took over %d presence transitions for %s from a consumer gone quiet",
+            log.warning("worker %s took over %d presence transitions for %s from a consumer that is gone",
                         self.worker, len(entries), name)
         return entries
 

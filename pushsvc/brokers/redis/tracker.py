@@ -55,6 +55,9 @@ class Tracker:
             return
         self.registry = registry
         registry.listeners.append(self._on_change)
+        # At once: the liveness key tells the other workers that this one's consumers are alive.
+        self._flushing = True
+        gevent.spawn(self._flush)
         self._keeper = gevent.spawn(self._keep)
 
     def stop(self) -> None:
