@@ -97,24 +97,39 @@ class UnitCounts:
     def __init__(self) -> None:
         self.counts: Counter[str] = Counter()
         self.dirty: set[str] = set()
+        # Units that went from none to some since they were last taken: one that is back to none by
+        # then still came online (and goes offline after the grace), as with the memory broker.
+        self.arrived: set[str] = set()
 
     def change(self, conn: Member, delta: int) -> None:
         for name in units_of(conn):
-            count = self.counts[name] + delta
+            before = self.counts[name]
+            count = before + delta
             if count > 0:
                 self.counts[name] = count
+                if before <= 0:
+                    self.arrived.add(name)
             else:
                 del self.counts[name]
             self.dirty.add(name)
 
-    def take(self) -> dict[str, int]:
-        """The changed units and their counts now (0: none left here)."""
-        dirty, self.dirty = self.dirty, set()
-        return {name: self.counts.get(name, 0) for name in dirty}
+    def take(self) -> list[tuple[str, int]]:
+        """The changed units and their counts now, in order (0: none left here); a unit that came and
+        went since the last take is given as 1, then 0."""
+        dirty, arrived = self.dirty, self.arrived
+        self.dirty, self.arrived = set(), set()
+        changes = []
+        for name in dirty:
+            count = self.counts.get(name, 0)
+            if count == 0 and name in arrived:
+                changes.append((name, 1))
+            changes.append((name, count))
+        return changes
 
-    def everything(self) -> dict[str, int]:
+    def everything(self) -> list[tuple[str, int]]:
         self.dirty.clear()
-        return dict(self.counts)
+        self.arrived.clear()
+        return list(self.counts.items())
 
 
 def client_transitions(transitions: Iterable[Transition]) -> list[Transition]:

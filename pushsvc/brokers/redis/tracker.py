@@ -10,6 +10,7 @@ what is due, so the workers' clocks never matter. See docs/PRESENCE.md.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 
 import gevent
 import redis
@@ -70,7 +71,7 @@ class Tracker:
             self.registry.listeners.remove(self._on_change)
         self.registry = None
         try:
-            self._apply({}, whole=True)
+            self._apply([], whole=True)
         except redis.RedisError as error:
             log.info("presence units of worker %s left to expire: %s", self.worker, error)
 
@@ -106,7 +107,7 @@ class Tracker:
             self._whole = True
             raise
 
-    def _apply(self, counts: dict[str, int], *, whole: bool) -> bool:
+    def _apply(self, counts: Sequence[tuple[str, int]], *, whole: bool) -> bool:
         made = self.scripts.apply(self.worker, counts, whole=whole, grace_ms=self.grace_ms,
                                   alive_ms=self.alive_ms)
         if made is None:

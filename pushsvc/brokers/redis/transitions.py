@@ -16,6 +16,7 @@ never meet. Every key is under the deployment's hash tag, so the scripts run unc
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import redis
@@ -52,7 +53,8 @@ end
 """
 
 # KEYS: counts, pending, workers, transitions. ARGV: worker, units key, alive key, grace ms, alive ms,
-# "1" when the pairs that follow are the worker's whole state, then unit, count pairs.
+# "1" when the pairs that follow are the worker's whole state, then unit, count pairs, applied in order (a
+# unit may come twice: 1 then 0 for a stream that opened and ended between two writes).
 APPLY = _PRELUDE + """
 local worker, units, alive = ARGV[1], ARGV[2], ARGV[3]
 local grace, ttl, whole = tonumber(ARGV[4]), tonumber(ARGV[5]), ARGV[6] == '1'
@@ -60,17 +62,20 @@ if not whole and redis.call('SISMEMBER', KEYS[3], worker) == 0 then
   return {-1, 0, 0}  -- swept as dead (or Redis lost everything): the worker must write its whole state
 end
 local now, made = now_ms(), {0, 0}
-local given = {}
-for i = 7, #ARGV, 2 do given[ARGV[i]] = tonumber(ARGV[i + 1]) end
-if whole then
-  for _, unit in ipairs(redis.call('HKEYS', units)) do
-    if given[unit] == nil then given[unit] = 0 end
-  end
-end
-for unit, count in pairs(given) do
+local function set_count(unit, count)
   local old = tonumber(redis.call('HGET', units, unit) or '0')
   if count > 0 then redis.call('HSET', units, unit, count) else redis.call('HDEL', units, unit) end
   shift(KEYS[1], KEYS[2], KEYS[4], unit, count - old, now, grace, made)
+end
+local given = {}
+for i = 7, #ARGV, 2 do
+  given[ARGV[i]] = true
+  set_count(ARGV[i], tonumber(ARGV[i + 1]))
+end
+if whole then
+  for _, unit in ipairs(redis.call('HKEYS', units)) do
+    if not given[unit] then set_count(unit, 0) end
+  end
 end
 redis.call('SADD', KEYS[3], worker)
 redis.call('SET', alive, now, 'PX', ttl)
@@ -126,13 +131,13 @@ class Scripts:
         self._sweep = client.register_script(SWEEP)
         self._shared = [keys.presence_counts, keys.presence_pending, keys.presence_workers, keys.transitions]
 
-    def apply(self, worker: str, counts: dict[str, int], *, whole: bool, grace_ms: int,
+    def apply(self, worker: str, counts: Sequence[tuple[str, int]], *, whole: bool, grace_ms: int,
               alive_ms: int) -> tuple[int, int] | None:
         """Write this worker's counts; the ``online`` transitions made ``(of clients, in groups)``, or
         ``None`` when the worker was swept and must write its whole state instead."""
         args: list[Any] = [worker, self.keys.presence_units(worker), self.keys.presence_alive(worker),
                            grace_ms, alive_ms, "1" if whole else ""]
-        for name, count in counts.items():
+        for name, count in counts:
             args += (name, count)
         status, clients, groups = self._apply(keys=self._shared, args=args)
         return None if status < 0 else (int(clients), int(groups))
