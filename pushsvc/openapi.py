@@ -101,6 +101,9 @@ def _subscribe(*, by_path: bool) -> dict[str, Any]:
                   {"type": "array", "items": {"$ref": REF + "Name"}}),
          "style": "form", "explode": True},
         _query("lastEventId", "resume after this event id (for clients that cannot set Last-Event-ID)"),
+        _query("presence", "1: also get `event: presence` when another client id comes online in one of "
+               "this stream's groups or goes offline from it",
+               {"type": "string", "enum": ["1", "0", "true", "false", "yes", "no", "on", "off"]}),
         _query("token", "a subscriber JWT, when PUSHSVC_JWT_SECRET is set"),
         _query("ticket", "a one-time ticket from POST /tickets"),
         {"name": "Last-Event-ID", "in": "header", "required": False, "schema": {"type": "string"}},

@@ -72,6 +72,8 @@ class Tracker:
         self.registry = None
         try:
             self._apply([], whole=True)
+            # Gone for the other workers at once: their next reclaim takes what this one's consumers held.
+            self.redis.delete(self.keys.presence_alive(self.worker))
         except redis.RedisError as error:
             log.info("presence units of worker %s left to expire: %s", self.worker, error)
 
