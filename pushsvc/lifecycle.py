@@ -26,6 +26,9 @@ from .webhook import Webhook
 
 log = logging.getLogger(__name__)
 
+# Transitions are kept (with Redis) for the webhook's retry period and this much more: a worker that dies
+# while it retries leaves them to another, which must still find them.
+KEEP_MARGIN_SECONDS = 60.0
 # The registry's reason when the drain cuts off a stream whose queue is full.
 DRAIN_CUT = "queue full at shutdown"
 
@@ -54,7 +57,8 @@ class Lifecycle:
         if settings.webhook_url is not None:
             consumers.append(Webhook(settings, self.stats).consumer())
         return Tracking(settings.presence_grace_seconds, tuple(consumers), self.watchers.deliver,
-                        self.stats.transitions)
+                        self.stats.transitions,
+                        keep_seconds=settings.webhook_retry_seconds + KEEP_MARGIN_SECONDS)
 
     def of(self, stream: Stream) -> StreamLife:
         """The :class:`~pushsvc.stream.Lifecycle` of one stream about to open."""

@@ -70,6 +70,8 @@ class Tracking:
     consumers: tuple[Consumer, ...] = ()
     local: Callable[[Sequence[Transition]], None] | None = None
     decided: Callable[[State, str, int], None] = _uncounted
+    #: How long a broker that keeps transitions keeps them, at least (a consumer's retries outlast it).
+    keep_seconds: float = 660.0
 
 
 class Member(Protocol):

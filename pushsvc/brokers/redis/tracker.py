@@ -28,15 +28,15 @@ log = logging.getLogger(__name__)
 SWEEP_SECONDS = 0.5
 DEAD_EVERY = 4
 SWEEP_MOST = 1000
-# The transitions stream keeps at least this much (a webhook's retries, a consumer that was down).
-KEEP_SECONDS = 3600.0
+# The transitions stream's length is capped at about this many entries, however long it is meant to keep
+# them (a churn of 200 connects a second with one group each makes 800 a second).
+KEEP_MOST = 1_000_000
 
 
 class Tracker:
     """Counts this worker's streams per unit in Redis, and keeps it alive there."""
 
-    def __init__(self, client: redis.Redis, keys: Keys, worker: str, tracking: Tracking, *,
-                 keep_seconds: float = KEEP_SECONDS):
+    def __init__(self, client: redis.Redis, keys: Keys, worker: str, tracking: Tracking):
         self.redis = client
         self.keys = keys
         self.worker = worker
@@ -45,7 +45,7 @@ class Tracker:
         self.units = UnitCounts()
         self.grace_ms = int(tracking.grace_seconds * 1000)
         self.alive_ms = PRESENCE_TTL_SECONDS * 1000
-        self.keep_ms = int(keep_seconds * 1000)
+        self.keep_ms = int(tracking.keep_seconds * 1000)
         self.registry: Registry | None = None
         self._whole = True  # write everything next (first write, after a failure or a sweep)
         self._flushing = False
@@ -142,7 +142,8 @@ class Tracker:
 
     def _sweep(self, find_dead: bool) -> None:
         dead, clients, groups = self.scripts.sweep(grace_ms=self.grace_ms, find_dead=find_dead,
-                                                   keep_ms=self.keep_ms, most=SWEEP_MOST)
+                                                   keep_ms=self.keep_ms, keep_most=KEEP_MOST,
+                                                   most=SWEEP_MOST)
         if dead:
             log.warning("worker %s took back the presence of %d worker(s) gone without a word", self.worker,
                         dead)

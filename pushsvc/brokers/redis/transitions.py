@@ -90,7 +90,7 @@ return 1
 """
 
 # KEYS: counts, pending, workers, transitions. ARGV: worker key prefix, grace ms, "1" to look for dead
-# workers, entries to keep (ms), most offline entries to turn out in one call.
+# workers, entries to keep (ms), most offline entries to turn out in one call, most entries to keep.
 SWEEP = _PRELUDE + """
 local prefix, grace, keep, most = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[4]), tonumber(ARGV[5])
 local now, made, offline = now_ms(), {0, 0}, {0, 0}
@@ -117,6 +117,7 @@ for _, unit in ipairs(redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now, 'LIMIT',
   end
 end
 redis.call('XTRIM', KEYS[4], 'MINID', '~', now - keep)
+redis.call('XTRIM', KEYS[4], 'MAXLEN', '~', tonumber(ARGV[6]))
 return {dead, offline[1], offline[2]}
 """
 
@@ -147,11 +148,12 @@ class Scripts:
         return bool(self._refresh(keys=[self.keys.presence_workers],
                                   args=[worker, self.keys.presence_alive(worker), alive_ms]))
 
-    def sweep(self, *, grace_ms: int, find_dead: bool, keep_ms: int, most: int) -> tuple[int, int, int]:
+    def sweep(self, *, grace_ms: int, find_dead: bool, keep_ms: int, keep_most: int,
+              most: int) -> tuple[int, int, int]:
         """``(dead workers taken back, offline transitions made of clients, and in groups)``."""
         dead, clients, groups = self._sweep(keys=self._shared,
                                             args=[self.keys.presence_worker_prefix, grace_ms,
-                                                  "1" if find_dead else "", keep_ms, most])
+                                                  "1" if find_dead else "", keep_ms, most, keep_most])
         return int(dead), int(clients), int(groups)
 
 
