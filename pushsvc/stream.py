@@ -75,10 +75,10 @@ def open_stream(conn: Connection, *, broker: Broker, registry: Registry, stats: 
     stats.connections_opened += 1
     log.info("connect %s groups=%s worker=%s resume=%s", conn.client_id, ",".join(conn.groups),
              os.getpid(), last_event_id or "-")
-    if lifecycle is not None:
-        lifecycle.opened(conn)
     ended = CLIENT
     try:
+        if lifecycle is not None:
+            lifecycle.opened(conn)
         yield wire.retry(retry_ms)
         if last_event_id:
             head, end = _resume(conn, broker, stats, last_event_id)

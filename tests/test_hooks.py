@@ -80,10 +80,10 @@ def test_three_tabs_give_one_online_and_the_last_one_leaving_one_offline(hosted)
     log.wait("disconnect", "tabs", 2)
     go_offline(server, log, "tabs-marker-1")
     assert log.transitions("tabs") == ["online"]
+    closed = time.time()  # the server sees the close after this
     tabs[2].close()
-    last = log.wait("disconnect", "tabs", 3)[-1]
     offline = log.wait("offline", "tabs")[0]
-    assert offline["at"] - last["at"] >= 0.9, "the offline came before the grace period was over"
+    assert offline["at"] - closed >= 0.95, "the offline came before the grace period was over"
     go_offline(server, log, "tabs-marker-2")
     assert log.transitions("tabs") == ["online", "offline"]
     online = log.entries("online", "tabs")[0]
@@ -155,7 +155,7 @@ def test_hooks_that_raise_or_block_delay_no_stream_no_publish_and_no_other_hook(
     streams = open_streams(server, ["/sse/subscribe/mb-1", "/sse/subscribe/mb-2"])
     with httpx.Client(base_url=server.base, timeout=10) as http:
         assert_next_is_marker(streams, publisher(http.post, broadcast=True))
-        assert time.monotonic() - started < 10
+        assert time.monotonic() - started < 30  # the blocking hooks sleep for 60 s
         log.wait("connect", "mb-1")
         log.wait("online", "mb-2")
         for stream in streams:
