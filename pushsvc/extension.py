@@ -48,7 +48,8 @@ class Push:
         for line in check_environment():
             log.warning("%s", line)
         config = Settings.load(app.config.get("PUSHSVC"), **merged)
-        service = Service(config, authorizers=self._authorizers, hooks=self._hooks)
+        # Hooks run outside any request, in this app's context (current_app, its extensions, its logger).
+        service = Service(config, authorizers=self._authorizers, hooks=self._hooks.bound(app.app_context))
         app.extensions[EXTENSION_KEY] = service
         app.extensions["pushsvc.cors"] = Cors(config.cors_origins)
         if config.jwt_secret is not None and config.publish_token is None:
@@ -73,8 +74,9 @@ class Push:
         """Decorator: ``function(stream)`` when a stream opens, in the worker that holds it.
 
         ``stream.client_id``, ``stream.groups`` (a tuple) and ``stream.id`` (unique) say which. Like every
-        hook, it runs in a greenlet of its own, outside any request: one that raises is logged with the
-        client id and counted, one that blocks delays nothing else. Register hooks before the first request.
+        hook, it runs in a greenlet of its own, outside any request but inside the app's context
+        (``current_app`` works): one that raises is logged with the client id and counted, one that
+        blocks delays nothing else. Register hooks before the first request.
         """
         self._hooks.connect.append(function)
         return function

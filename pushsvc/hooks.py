@@ -14,6 +14,7 @@ import os
 import time
 import uuid
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 import gevent
@@ -28,7 +29,6 @@ log = logging.getLogger(__name__)
 HOOK_TIMEOUT_SECONDS = 20.0
 # on_online/on_offline batches handled at once in one process.
 HOOK_CONCURRENCY = 16
-DISCONNECT_REASONS = ("client", "closed", "slow", "drain", "error")
 
 
 class Stream:
@@ -53,21 +53,44 @@ class Stream:
 
 
 class Hooks:
-    """The functions the application registered, by hook."""
+    """The functions the application registered, by hook, and the context each call runs in.
 
-    def __init__(self) -> None:
+    ``context()`` is entered around every call (the extension gives the Flask app's ``app_context``, so a
+    hook may use ``current_app``, its database session, its logger). :meth:`bound` shares the lists.
+    """
+
+    def __init__(self, context: Callable[[], AbstractContextManager[Any]] = nullcontext) -> None:
         self.connect: list[Callable[[Stream], Any]] = []
         self.disconnect: list[Callable[[Stream, str], Any]] = []
         self.online: list[Callable[[str, str], Any]] = []
         self.offline: list[Callable[[str, str], Any]] = []
+        self.context = context
 
-    @property
-    def per_stream(self) -> bool:
-        return bool(self.connect or self.disconnect)
+    def bound(self, context: Callable[[], AbstractContextManager[Any]]) -> Hooks:
+        """The same hooks (registered before or after), called inside ``context()``."""
+        view = Hooks(context)
+        view.connect, view.disconnect, view.online, view.offline = (
+            self.connect, self.disconnect, self.online, self.offline)
+        return view
 
     @property
     def transitions(self) -> bool:
         return bool(self.online or self.offline)
+
+    def spawn(self, stats: Stats, kind: str, hook: Callable[..., Any], client_id: str,
+              *args: Any) -> gevent.Greenlet:
+        """Call ``hook(*args)`` in a greenlet of its own; log (with the client id) and count its errors."""
+        return gevent.spawn(self._call, stats, kind, hook, client_id, args)
+
+    def _call(self, stats: Stats, kind: str, hook: Callable[..., Any], client_id: str,
+              args: tuple[Any, ...]) -> None:
+        try:
+            with self.context():
+                hook(*args)
+        except Exception:
+            stats.hook_errors[kind] += 1
+            log.exception("on_%s hook %s failed for client %s worker=%s", kind,
+                          getattr(hook, "__qualname__", hook), client_id, os.getpid())
 
     def consumer(self, stats: Stats) -> Consumer:
         """The consumer that calls ``on_online``/``on_offline`` for each transition."""
@@ -75,7 +98,7 @@ class Hooks:
             calls = []
             for transition in transitions:
                 hooks = self.online if transition.type == "online" else self.offline
-                calls += [spawn_hook(stats, transition.type, hook, transition.client,
+                calls += [self.spawn(stats, transition.type, hook, transition.client,
                                      transition.client, transition.id) for hook in hooks]
             done = gevent.joinall(calls, timeout=HOOK_TIMEOUT_SECONDS)
             if len(done) < len(calls):
@@ -83,18 +106,3 @@ class Hooks:
                             "their transitions count as handled", len(calls) - len(done),
                             HOOK_TIMEOUT_SECONDS, transitions[0].client)
         return Consumer("hooks", handle, concurrency=HOOK_CONCURRENCY)
-
-
-def spawn_hook(stats: Stats, kind: str, hook: Callable[..., Any], client_id: str,
-               *args: Any) -> gevent.Greenlet:
-    """Call ``hook(*args)`` in a greenlet of its own; log and count what it raises."""
-    return gevent.spawn(_call, stats, kind, hook, client_id, args)
-
-
-def _call(stats: Stats, kind: str, hook: Callable[..., Any], client_id: str, args: tuple[Any, ...]) -> None:
-    try:
-        hook(*args)
-    except Exception:
-        stats.hook_errors[kind] += 1
-        log.exception("on_%s hook %s failed for client %s worker=%s", kind,
-                      getattr(hook, "__qualname__", hook), client_id, os.getpid())

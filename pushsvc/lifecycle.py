@@ -16,7 +16,7 @@ from gevent.queue import Full
 
 from . import wire
 from .config import Settings
-from .hooks import Hooks, Stream, spawn_hook
+from .hooks import Hooks, Stream
 from .model import Frame
 from .registry import Connection
 from .stats import Stats
@@ -75,7 +75,7 @@ class Lifecycle:
         if stream.presence:
             self.watchers.add(conn)
         for hook in self.hooks.connect:
-            spawn_hook(self.stats, "connect", hook, conn.client_id, stream)
+            self.hooks.spawn(self.stats, "connect", hook, conn.client_id, stream)
 
     def ended(self, conn: Connection, reason: str) -> str:
         stream = self.streams.pop(conn, None)
@@ -85,7 +85,7 @@ class Lifecycle:
         if stream.presence:
             self.watchers.remove(conn)
         for hook in self.hooks.disconnect:
-            spawn_hook(self.stats, "disconnect", hook, conn.client_id, stream, reason)
+            self.hooks.spawn(self.stats, "disconnect", hook, conn.client_id, stream, reason)
         return reason
 
 

@@ -58,6 +58,7 @@ def test_per_stream_hooks_see_the_stream_and_why_it_ended(hosted):
     first, second = open_streams(server, ["/sse/subscribe/hk-a?group=g2&group=g1", "/sse/subscribe/hk-b"])
     connects = log.wait("connect", "hk-a") + log.wait("connect", "hk-b")
     assert connects[0]["groups"] == ["g2", "g1"] and connects[1]["groups"] == []
+    assert {c["app"] for c in connects} == {"tests.apps.presence_app"}  # inside the app's context
     assert len({c["stream"] for c in connects}) == 2
     first.close()
     gone = log.wait("disconnect", "hk-a")
@@ -87,7 +88,7 @@ def test_three_tabs_give_one_online_and_the_last_one_leaving_one_offline(hosted)
     go_offline(server, log, "tabs-marker-2")
     assert log.transitions("tabs") == ["online", "offline"]
     online = log.entries("online", "tabs")[0]
-    assert online["id"] != offline["id"]
+    assert online["id"] != offline["id"] and online["app"] == "tests.apps.presence_app"
 
 
 def test_a_reload_within_the_grace_period_reports_nothing(hosted):

@@ -8,7 +8,7 @@ import json
 import os
 import time
 
-from flask import Flask, Response
+from flask import Flask, Response, current_app
 
 from pushsvc import Push, Stream, metrics
 
@@ -55,7 +55,9 @@ if os.environ.get("PRESENCE_MISBEHAVE") == "1":
 
 @push.on_connect
 def connected(stream: Stream) -> None:
-    record(hook="connect", client=stream.client_id, groups=list(stream.groups), stream=stream.id)
+    # current_app: hooks run in the app's context.
+    record(hook="connect", client=stream.client_id, groups=list(stream.groups), stream=stream.id,
+           app=current_app.name)
 
 
 @push.on_disconnect
@@ -66,7 +68,7 @@ def disconnected(stream: Stream, reason: str) -> None:
 
 @push.on_online
 def online(client_id: str, event_id: str) -> None:
-    record(hook="online", client=client_id, id=event_id)
+    record(hook="online", client=client_id, id=event_id, app=current_app.name)
 
 
 @push.on_offline
