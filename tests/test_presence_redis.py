@@ -11,6 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from .helpers import wait_for
 from .hooklog import PRESENCE_APP, HookLog, presence_env
 from .servers import Gunicorn, RedisServer
 from .sse import RawStream
@@ -23,14 +24,14 @@ SLACK_SECONDS = 5
 
 
 @pytest.fixture(scope="module")
-def masters() -> Iterator[tuple[Gunicorn, Gunicorn, HookLog]]:
+def masters() -> Iterator[tuple[Gunicorn, Gunicorn, HookLog, RedisServer]]:
     """Two gunicorn masters (one worker each) on one private Redis, writing to one hook log."""
     log = HookLog()
     redis = RedisServer().start()
     env = presence_env(log, PUSHSVC_BROKER_URL=redis.url)
     try:
         with Gunicorn(app=PRESENCE_APP, env=env) as one, Gunicorn(app=PRESENCE_APP, env=env) as two:
-            yield one, two, log
+            yield one, two, log, redis
     finally:
         redis.cleanup()
         log.remove()
@@ -43,7 +44,7 @@ def visit(server: Gunicorn, client: str) -> RawStream:
 
 
 def test_a_client_moving_to_another_master_within_the_grace_is_no_transition(masters):
-    one, two, log = masters
+    one, two, log, _ = masters
     mover, marker = visit(one, "mover"), visit(one, "move-marker")
     log.wait("online", "mover")
     log.wait("online", "move-marker")
@@ -59,7 +60,7 @@ def test_a_client_moving_to_another_master_within_the_grace_is_no_transition(mas
 
 
 def test_tabs_on_both_masters_are_one_client(masters):
-    one, two, log = masters
+    one, two, log, _ = masters
     tabs = [visit(one, "two-tabs"), visit(two, "two-tabs"), visit(one, "two-tabs")]
     log.wait("online", "two-tabs")
     tabs[0].close()
@@ -74,7 +75,7 @@ def test_tabs_on_both_masters_are_one_client(masters):
 
 
 def test_the_clients_of_a_killed_worker_go_offline_within_expiry_and_grace(masters):
-    one, two, log = masters
+    one, two, log, _ = masters
     survivor = visit(two, "survivor")
     victim = visit(one, "victim")
     log.wait("online", "victim")
@@ -92,7 +93,7 @@ def test_the_clients_of_a_killed_worker_go_offline_within_expiry_and_grace(maste
 
 
 def test_each_transition_is_reported_once_for_the_whole_service(masters):
-    _, _, log = masters
+    _, _, log, _ = masters
     transitions = [e for e in log.entries() if e["hook"] in ("online", "offline")]
     assert transitions
     ids = [e["id"] for e in transitions]
@@ -100,3 +101,26 @@ def test_each_transition_is_reported_once_for_the_whole_service(masters):
     for client in {e["client"] for e in transitions}:
         states = log.transitions(client)
         assert states == ["online", "offline"] * (len(states) // 2) + ["online"] * (len(states) % 2), client
+
+
+def test_after_redis_restarts_empty_a_client_still_comes_and_goes(masters):
+    one, two, log, redis = masters
+    held = visit(two, "held-over")
+    log.wait("online", "held-over")
+    redis.restart()  # the same port, nothing kept: counts, consumer groups and the stream are gone
+    # The workers write their whole state again (held-over may be reported online once more: at least
+    # once) and the consumer groups start again from the new stream.
+    assert wait_for(lambda: visit_ok(one, "after-restart"), 30)
+    log.wait("online", "after-restart", timeout=30)
+    log.wait("offline", "after-restart", timeout=30)
+    held.close()
+    log.wait("offline", "held-over", timeout=30)
+
+
+def visit_ok(server: Gunicorn, client: str) -> bool:
+    """Open and close a stream of ``client``; whether it was a stream (not a soft refusal)."""
+    stream = RawStream(server.port, f"/sse/subscribe/{client}")
+    try:
+        return stream.read_until(b"retry:") and b"event: busy" not in stream.read_for(0.2)
+    finally:
+        stream.close()

@@ -104,7 +104,11 @@ class Tracker:
             if self._apply(counts, whole=whole):
                 return
             log.info("presence units of worker %s were taken back; writing them again", self.worker)
-            self._apply(self.units.everything(), whole=True)
+            # Redis forgot this worker (a sweep took it for dead, or Redis lost its data): write it all,
+            # and have the units that have just left come and go, so that their offline is not lost.
+            left = dict.fromkeys(name for name, count in counts if count == 0)
+            self._apply([*((name, 1) for name in left), *((name, 0) for name in left),
+                         *self.units.everything()], whole=True)
         except redis.RedisError:
             self._whole = True
             raise
