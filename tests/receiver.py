@@ -14,9 +14,11 @@ from typing import Any
 class Receiver:
     """Answers 503 to the first ``fail_first`` POSTs (and to all while :attr:`down`), 204 to the rest."""
 
-    def __init__(self, secret: str | None, *, fail_first: int = 0):
+    def __init__(self, secret: str | None, *, fail_first: int = 0, hang_first: float = 0.0):
         self.secret = secret
         self.fail_first = fail_first
+        # The first POST waits this long before it answers (a receiver that times out).
+        self.hang_first = hang_first
         self.down = False
         self.tries = 0
         self.failed = 0
@@ -45,12 +47,17 @@ class Receiver:
     def take(self, body: bytes, signature: str | None, content_type: str | None) -> int:
         with self.lock:
             self.tries += 1
+            number = self.tries
+        if number == 1 and self.hang_first:
+            time.sleep(self.hang_first)
+            return 504
+        with self.lock:
             if self.secret is not None:
                 expected = "sha256=" + hmac.new(self.secret.encode(), body, hashlib.sha256).hexdigest()
                 if signature is None or not hmac.compare_digest(signature, expected):
                     self.bad_signatures += 1
                     return 401
-            if self.down or self.tries <= self.fail_first:
+            if self.down or number <= self.fail_first:
                 self.failed += 1
                 return 503
             assert content_type == "application/json"

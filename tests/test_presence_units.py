@@ -5,13 +5,18 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import time
 
 import pytest
+import urllib3
 
 from pushsvc.config import ConfigError, Settings
 from pushsvc.messages import InvalidInput, check_flag
+from pushsvc.stats import Stats
 from pushsvc.transitions import Transition, UnitCounts, split_unit, unit, units_of
-from pushsvc.webhook import encode, sign
+from pushsvc.webhook import Webhook, encode, sign
+
+from .receiver import Receiver
 
 
 class Conn:
@@ -91,3 +96,28 @@ def test_the_presence_switch(value, expected):
 def test_a_presence_switch_that_is_neither_is_refused():
     with pytest.raises(InvalidInput, match="presence must be 1 or 0"):
         check_flag("maybe", field="presence")
+
+
+def test_a_receiver_that_times_out_is_tried_again():
+    with Receiver("k", hang_first=1.5) as receiver:
+        settings = Settings.load(environ={}, webhook_url=receiver.url, webhook_secret="k",
+                                 webhook_retry_seconds=30)
+        stats = Stats()
+        webhook = Webhook(settings, stats)
+        # The real client, with a read timeout shorter than the receiver's first wait (10 s normally).
+        webhook.http = urllib3.PoolManager(timeout=urllib3.Timeout(connect=1, read=0.3), retries=False)
+        webhook.deliver([Transition("7-0", "offline", "late", 1700000000000)])
+    assert [e["id"] for e in receiver.events] == ["7-0"]
+    assert (stats.webhook_retries, stats.webhook_deliveries, stats.webhook_failures) == (1, 1, 0)
+
+
+def test_a_batch_is_given_up_after_the_retry_period():
+    with Receiver(None) as receiver:
+        receiver.down = True
+        settings = Settings.load(environ={}, webhook_url=receiver.url, webhook_retry_seconds=1.5)
+        stats = Stats()
+        started = time.monotonic()
+        Webhook(settings, stats).deliver([Transition("8-0", "online", "never", 1700000000000)])
+    assert time.monotonic() - started < 5
+    assert receiver.failed >= 2 and not receiver.events
+    assert (stats.webhook_failures, stats.webhook_deliveries) == (1, 0)
