@@ -38,8 +38,10 @@ class HookLog:
         self.path.unlink(missing_ok=True)
 
 
-def presence_env(log: HookLog, **extra: str) -> dict[str, str]:
-    return {"PRESENCE_LOG": str(log.path), "PUSHSVC_PRESENCE_GRACE_SECONDS": "1",
+def presence_env(log: HookLog, *, grace: float = 1.0, **extra: str) -> dict[str, str]:
+    """The presence app's settings: its hook log, a short grace period (tests that reconnect within it
+    take 2 s, so a loaded machine's delays stay well inside it)."""
+    return {"PRESENCE_LOG": str(log.path), "PUSHSVC_PRESENCE_GRACE_SECONDS": str(grace),
             "PUSHSVC_HEARTBEAT_SECONDS": "1", **extra}
 
 

@@ -19,7 +19,7 @@ from .sse import RawStream
 # The contract's bound for a dead worker's clients: the presence expiry (at most 30 s; 15 s for the
 # liveness key, plus the sweep's dead-worker check every 2 s) plus the grace used here.
 EXPIRY_SECONDS = 30
-GRACE_SECONDS = 1
+GRACE_SECONDS = 2
 SLACK_SECONDS = 5
 
 
@@ -28,7 +28,7 @@ def masters() -> Iterator[tuple[Gunicorn, Gunicorn, HookLog, RedisServer]]:
     """Two gunicorn masters (one worker each) on one private Redis, writing to one hook log."""
     log = HookLog()
     redis = RedisServer().start()
-    env = presence_env(log, PUSHSVC_BROKER_URL=redis.url)
+    env = presence_env(log, grace=GRACE_SECONDS, PUSHSVC_BROKER_URL=redis.url)
     try:
         with Gunicorn(app=PRESENCE_APP, env=env) as one, Gunicorn(app=PRESENCE_APP, env=env) as two:
             yield one, two, log, redis
