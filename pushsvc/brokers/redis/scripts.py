@@ -5,22 +5,35 @@ one script may touch them all, on a cluster too.
 
 from __future__ import annotations
 
+# The stream's generation: made when there is none, and made again when this server is not the one that
+# made it (its replication id differs from the one kept beside it): a replica promoted by a failover, or
+# a server restarted from a snapshot, may lack the newest entries of the stream, and the ids it adds next
+# could be ids that clients already saw. A new generation sorts after the old one (Redis time in ms, and
+# always above the old value), so new ids can never collide with old ones; entries keep their own
+# generation, so a client whose last id this server still holds resumes exactly across the change.
 _LUA_GENERATION = """
-local function ensure_generation(key)
+local function replication_id()
+  return string.match(redis.call('INFO', 'replication'), 'master_replid:(%x+)') or ''
+end
+
+local function ensure_generation(key, epoch)
+  local replid = replication_id()
   local gen = redis.call('GET', key)
-  if not gen then
-    local t = redis.call('TIME')
-    gen = t[1] .. string.format('%03d', math.floor(tonumber(t[2]) / 1000))
-    redis.call('SET', key, gen)
-  end
+  if gen and redis.call('GET', epoch) == replid then return gen end
+  local t = redis.call('TIME')
+  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  if gen and now <= tonumber(gen) then now = tonumber(gen) + 1 end
+  gen = string.format('%.0f', now)
+  redis.call('SET', key, gen)
+  redis.call('SET', epoch, replid)
   return gen
 end
 """
 
 # The stream's generation and the id of its newest entry ('0-0' while it has none).
 _LUA_HEAD = """
-local function stream_head(stream, generation_key)
-  local gen = ensure_generation(generation_key)
+local function stream_head(stream, generation_key, epoch)
+  local gen = ensure_generation(generation_key, epoch)
   local last = '0-0'
   if redis.call('EXISTS', stream) == 1 then
     local info = redis.call('XINFO', 'STREAM', stream)
@@ -104,20 +117,41 @@ local function past(deadline_ms)
 end
 """
 
+# Replicas that are online and were heard from within the last second, from INFO replication.
+_LUA_REPLICAS = """
+local function good_replicas()
+  local n = 0
+  for state, lag in string.gmatch(redis.call('INFO', 'replication'), 'state=(%a+),offset=%d+,lag=(%d+)') do
+    if state == 'online' and tonumber(lag) <= 1 then n = n + 1 end
+  end
+  return n
+end
+"""
+
 # The error a late publish answers; nothing was stored.
 LATE = "PUSHSVC_LATE"
+# The error a publish answers when fewer replicas are connected than it must wait for; nothing was stored.
+# Redis's own error code for a server with ``min-replicas-to-write`` set, so both read the same.
+NO_REPLICAS = "NOREPLICAS"
 
-# KEYS: stream, generation, workers. ARGV: maxlen, ttl_ms, worker prefix, self, deadline, then per
-# message (target, body, close flag). Returns {generation, id1, online1, id2, online2, ...}: all messages
-# are stored, in order, in one atomic step, and each one's audience is counted on the other workers.
-PUBLISH = _LUA_DEADLINE + _LUA_GENERATION + _LUA_TRIM_BY_AGE + _LUA_LIVE_WORKERS + _LUA_ONLINE + """
+# KEYS: stream, generation, workers, epoch. ARGV: maxlen, ttl_ms, worker prefix, self, deadline, replicas
+# required, then per message (target, body, close flag). Returns {generation, id1, online1, id2, online2,
+# ...}: all messages are stored, in order, in one atomic step, and each one's audience is counted on the
+# other workers. With replicas required, the caller's WAIT that follows confirms them; this only refuses
+# up front when too few are connected (nothing stored), which is the common way of losing them.
+PUBLISH = (_LUA_DEADLINE + _LUA_GENERATION + _LUA_TRIM_BY_AGE + _LUA_LIVE_WORKERS + _LUA_ONLINE
+           + _LUA_REPLICAS + """
 if past(ARGV[5]) then
   return redis.error_reply('""" + LATE + """ the deadline of the publish passed before Redis ran it')
 end
-local gen = ensure_generation(KEYS[2])
+local required = tonumber(ARGV[6])
+if required > 0 and good_replicas() < required then
+  return redis.error_reply('""" + NO_REPLICAS + """ fewer than ' .. required .. ' replicas are connected and in sync')
+end
+local gen = ensure_generation(KEYS[2], KEYS[4])
 local live = live_workers(KEYS[3], ARGV[3], ARGV[4])
 local out = {gen}
-for i = 6, #ARGV, 3 do
+for i = 7, #ARGV, 3 do
   local id
   if ARGV[i + 2] == '1' then
     id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*',
@@ -130,27 +164,35 @@ for i = 6, #ARGV, 3 do
 end
 trim_by_age(KEYS[1], ARGV[2], true)
 return out
-"""
+""")
 
-# KEYS: stream, generation. Returns {generation, last generated stream id ('0-0' with no stream)}.
+# KEYS: stream, generation, epoch. Returns {generation, last generated stream id ('0-0' with no stream)}.
 HEAD = _LUA_GENERATION + _LUA_HEAD + """
-local gen, last = stream_head(KEYS[1], KEYS[2])
+local gen, last = stream_head(KEYS[1], KEYS[2], KEYS[3])
 return {gen, last}
 """
 
-# KEYS: stream, generation. ARGV: the generation and stream id to resume after, page size, ttl_ms.
+# KEYS: stream, generation, epoch. ARGV: the generation and stream id to resume after, page size, ttl_ms.
 # Returns {generation, last generated id, resume point still held (0/1), first page of entries after it}.
+# A point is held when the stream has that entry with that generation (an id of an older generation too:
+# the entries after it are then everything since, whatever their generation), or it is the head.
 # Entries older than the TTL are trimmed first, so a quiet stream never replays what the TTL expired.
 REPLAY = _LUA_GENERATION + _LUA_HEAD + _LUA_TRIM_BY_AGE + """
-local gen, last = stream_head(KEYS[1], KEYS[2])
-if gen ~= ARGV[1] or last == '0-0' then
+local gen, last = stream_head(KEYS[1], KEYS[2], KEYS[3])
+if last == '0-0' then
   return {gen, last, 0, {}}
 end
 trim_by_age(KEYS[1], ARGV[4], false)
 local held = 0
-if ARGV[2] == last or #redis.call('XRANGE', KEYS[1], ARGV[2], ARGV[2]) == 1 then
+local at = redis.call('XRANGE', KEYS[1], ARGV[2], ARGV[2])
+if ARGV[1] == gen and ARGV[2] == last then
   held = 1
-elseif ARGV[2] == '0-0' then
+elseif #at == 1 then
+  local fields = at[1][2]
+  for i = 1, #fields, 2 do
+    if fields[i] == 'g' and fields[i + 1] == ARGV[1] then held = 1 end
+  end
+elseif ARGV[1] == gen and ARGV[2] == '0-0' then
   -- Resuming from the head of a then empty stream: fine while nothing has been trimmed since.
   local info = redis.call('XINFO', 'STREAM', KEYS[1])
   local added, length = 0, -1
