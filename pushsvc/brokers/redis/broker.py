@@ -26,13 +26,14 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from ...config import Settings
-from ...model import RESET_EXPIRED, RESET_UNKNOWN, ClientInfo, Message, Published, Replay
+from ...model import ClientInfo, Message, Published, Replay
 from ...registry import Connection, Registry
 from ..base import Broker, NotReplicated
 from .check import check_url
 from .clock import RedisClock
 from .connect import connect, server_address
 from .errors import UNAVAILABLE, unavailable
+from .history import RedisHistory
 from .idempotency import RedisIdempotency
 from .presence import PRESENCE_REFRESH_SECONDS, Presence
 from .reader import CANARY_INTERVAL_SECONDS, Reader, write_canary
@@ -42,11 +43,8 @@ from .schema import (
     encode_target,
     event_id,
     event_key,
-    frames_for,
-    parse_event_id,
-    stream_id_tuple,
 )
-from .scripts import HEAD, LATE, NO_REPLICAS, PUBLISH, REPLAY
+from .scripts import HEAD, LATE, NO_REPLICAS, PUBLISH
 from .tickets import RedisTickets
 
 log = logging.getLogger(__name__)
@@ -62,8 +60,6 @@ COMMAND_TIMEOUT_SECONDS = 0.7
 # A publish script that Redis starts later than this after it was sent stores nothing (clock.py): well
 # inside the command timeout, so a publish answered 503 is never delivered later.
 PUBLISH_DEADLINE_SECONDS = 0.4
-# Entries per XRANGE while replaying a long gap.
-REPLAY_PAGE = 1000
 # With PUSHSVC_REDIS_MIN_REPLICAS, how long a publish waits for its replicas (Redis WAIT) before it is
 # answered 503: the script's deadline plus this stays inside the command timeout.
 WAIT_TIMEOUT_MS = 250
@@ -91,7 +87,7 @@ class RedisBroker(Broker):
         # Measured again whenever the pool finds another server (a failover): its clock may differ.
         self.clock = RedisClock(self.redis, server=lambda: server_address(self.redis))
         self._publish = self.redis.register_script(PUBLISH)
-        self._replay = self.redis.register_script(REPLAY)
+        self.history = RedisHistory(self.redis, self.keys, ttl_ms=self.ttl_ms)
         self._head = self.redis.register_script(HEAD)
         self.registry: Registry | None = None
         self._pid: int | None = None
@@ -277,29 +273,7 @@ class RedisBroker(Broker):
         return reply
 
     def replay(self, last_id: str, client_id: str, groups: Sequence[str]) -> Replay:
-        parsed = parse_event_id(last_id)
-        generation, stream_id = parsed if parsed is not None else ("", "0-0")
-        try:
-            reply = self._replay(keys=[self.keys.stream, self.keys.generation, self.keys.epoch],
-                                 args=[generation, stream_id, REPLAY_PAGE, self.ttl_ms])
-            current, last, held, page = reply[0].decode(), reply[1].decode(), reply[2], reply[3]
-            head = event_id(current, last)
-            if parsed is None:
-                return Replay(reset=RESET_UNKNOWN, head_id=head)
-            if generation == current and stream_id == last:
-                return Replay(head_id=head)
-            if not held:
-                # An id of another generation that this stream does not hold (lost in a failover, or
-                # from a stream that is gone), or one ahead of the head: nothing to resume from.
-                stale = generation == current and stream_id_tuple(stream_id) <= stream_id_tuple(last)
-                return Replay(reset=RESET_EXPIRED if stale else RESET_UNKNOWN, head_id=head)
-            frames = frames_for(page, client_id, groups)
-            while len(page) == REPLAY_PAGE:
-                page = self.redis.xrange(self.keys.stream, b"(" + page[-1][0], "+", count=REPLAY_PAGE)
-                frames += frames_for(page, client_id, groups)
-        except UNAVAILABLE as error:
-            raise unavailable(error) from error
-        return Replay(frames, head_id=head)
+        return self.history.replay(last_id, client_id, groups)
 
     # -- presence ----------------------------------------------------------------------------------------
 
