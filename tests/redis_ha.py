@@ -32,8 +32,9 @@ class RedisNode(RedisServer):
         self.replica_of = replica_of
 
     def start(self, timeout: float = 10) -> RedisNode:
+        # A replica (re)joining gets its copy at once, not after the 5 s Redis waits for more replicas.
         args = [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly",
-                "no", "--dir", self.dir, "--daemonize", "no"]
+                "no", "--dir", self.dir, "--daemonize", "no", "--repl-diskless-sync-delay", "0"]
         if self.replica_of is not None:
             args += ["--replicaof", "127.0.0.1", str(self.replica_of)]
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
