@@ -1,4 +1,4 @@
-"""Redis with Sentinel for tests: a master, its replica and three sentinels, each a private process on a
+"""Redis with Sentinel for tests: a master, its replicas and three sentinels, each a private process on a
 free loopback port with its files in a temporary directory, each stopped by its PID."""
 
 from __future__ import annotations
@@ -98,9 +98,10 @@ class SentinelNode:
 
 
 class Sentinels:
-    """A master, a replica and three sentinels (quorum two), ready once all of them see each other."""
+    """A master, its replicas and three sentinels (quorum two), ready once all of them see each other."""
 
-    def __init__(self):
+    def __init__(self, replicas: int = 1):
+        self.replicas = replicas
         self.nodes: list[RedisNode] = []
         self.sentinels: list[SentinelNode] = []
         self.url = ""
@@ -110,8 +111,9 @@ class Sentinels:
         master = RedisNode()
         self.nodes.append(master)
         master.start()
-        self.nodes.append(RedisNode(replica_of=master.port))
-        self.nodes[1].start()
+        for _ in range(self.replicas):
+            self.nodes.append(RedisNode(replica_of=master.port))
+            self.nodes[-1].start()
         for _ in range(3):
             self.sentinels.append(SentinelNode(master.port))
             self.sentinels[-1].start()
@@ -121,17 +123,18 @@ class Sentinels:
         return self
 
     def wait_ready(self, master_port: int, timeout: float = 30) -> None:
-        """Until every sentinel names ``master_port`` as a healthy master with a replica in sync and
+        """Until every sentinel names ``master_port`` as a healthy master with its replicas in sync and
         knows the other two sentinels (a failover asked before that is refused)."""
         def ready() -> bool:
             for sentinel in self.sentinels:
                 view = sentinel.master()
                 if view.get("port") != str(master_port) or view.get("flags") != "master":
                     return False
-                if view.get("num-slaves") != "1" or view.get("num-other-sentinels") != "2":
+                if view.get("num-slaves") != str(self.replicas) or view.get("num-other-sentinels") != "2":
                     return False
             info = self.node(master_port).client().info("replication")
-            return any(isinstance(v, dict) and v.get("state") == "online" for v in info.values())
+            online = [v for v in info.values() if isinstance(v, dict) and v.get("state") == "online"]
+            return len(online) == self.replicas
         assert wait_for(ready, timeout, interval=0.2), [s.master() for s in self.sentinels]
 
     def node(self, port: int) -> RedisNode:
@@ -171,8 +174,8 @@ def _text(value) -> str:
 
 
 @contextlib.contextmanager
-def sentinels() -> Iterator[Sentinels]:
-    started = Sentinels()
+def sentinels(replicas: int = 1) -> Iterator[Sentinels]:
+    started = Sentinels(replicas)
     try:
         yield started.start()
     finally:

@@ -31,7 +31,7 @@ from ...registry import Connection, Registry
 from ..base import Broker, NotReplicated
 from .check import check_url
 from .clock import RedisClock
-from .connect import connect, server_address
+from .connect import connect, is_sentinel, server_address
 from .errors import UNAVAILABLE, unavailable
 from .history import RedisHistory
 from .idempotency import RedisIdempotency
@@ -69,13 +69,17 @@ class RedisBroker(Broker):
     shared = True
 
     def __init__(self, url: str, *, history_size: int, history_ttl_seconds: float,
-                 namespace: str = DEFAULT_NAMESPACE, min_replicas: int = 0):
+                 namespace: str = DEFAULT_NAMESPACE, min_replicas: int = 0,
+                 follow_failover: bool | None = None):
         self.url = url
         self.keys = Keys(namespace)
         self.history_size = history_size
         self.ttl_ms = int(history_ttl_seconds * 1000)
         self.min_replicas = min_replicas
         check_url(url)
+        # A new generation whenever another server holds the stream: behind Sentinel (see .scripts).
+        follow = is_sentinel(url) if follow_failover is None else follow_failover
+        self.follow = "1" if follow else ""
         # No retries: a publish script that ran but whose answer was lost must not run twice. The pool
         # already replaces a connection found closed (Redis restarted) before using it.
         self.redis = connect(
@@ -87,7 +91,7 @@ class RedisBroker(Broker):
         # Measured again whenever the pool finds another server (a failover): its clock may differ.
         self.clock = RedisClock(self.redis, server=lambda: server_address(self.redis))
         self._publish = self.redis.register_script(PUBLISH)
-        self.history = RedisHistory(self.redis, self.keys, ttl_ms=self.ttl_ms)
+        self.history = RedisHistory(self.redis, self.keys, ttl_ms=self.ttl_ms, follow=self.follow)
         self._head = self.redis.register_script(HEAD)
         self.registry: Registry | None = None
         self._pid: int | None = None
@@ -141,7 +145,8 @@ class RedisBroker(Broker):
 
     def head(self) -> tuple[str, str]:
         """The stream's generation and newest stream id, on the fast-failing pool."""
-        generation, last = self._head(keys=[self.keys.stream, self.keys.generation, self.keys.epoch])
+        generation, last = self._head(keys=[self.keys.stream, self.keys.generation, self.keys.epoch],
+                                      args=[self.follow])
         return generation.decode(), last.decode()
 
     def _serve(self) -> None:
@@ -232,8 +237,9 @@ class RedisBroker(Broker):
         registry = self.registry
         local = [registry.count(m.target) if registry is not None else 0 for m in messages]
         try:
-            args: list[Any] = [self.history_size, self.ttl_ms, self.keys.worker_prefix, self.worker,
-                               self.clock.deadline_ms(PUBLISH_DEADLINE_SECONDS), self.min_replicas]
+            deadline = self.clock.deadline_ms(PUBLISH_DEADLINE_SECONDS)
+            args: list[Any] = [self.history_size, self.ttl_ms, self.keys.worker_prefix, self.worker, deadline,
+                               self.min_replicas, self.follow]
             for message in messages:
                 args += (encode_target(message.target), message.body, "1" if message.close else "")
             reply = self._store(args)

@@ -1,8 +1,7 @@
 """Resume from the Redis stream: what a connection missed after its Last-Event-ID, or why it cannot be told.
 
-The stream's entries keep the generation they were stored in (see :mod:`.schema`), so an id of an older
-generation resumes exactly while the stream holds that entry (after a failover or a restart from a
-snapshot the history survives under a new generation); an id it does not hold cannot be resumed from.
+An id of another generation is never resumed from (see :mod:`.scripts`): after a failover the new master
+may lack events that the old one took after the newest entry it passed on, and nobody can tell which.
 """
 
 from __future__ import annotations
@@ -23,10 +22,11 @@ REPLAY_PAGE = 1000
 class RedisHistory:
     """The replay of one deployment's stream, on the broker's fast-failing client."""
 
-    def __init__(self, client: redis.Redis, keys: Keys, *, ttl_ms: int):
+    def __init__(self, client: redis.Redis, keys: Keys, *, ttl_ms: int, follow: str):
         self.redis = client
         self.keys = keys
         self.ttl_ms = ttl_ms
+        self.follow = follow
         self._replay = client.register_script(REPLAY)
 
     def replay(self, last_id: str, client_id: str, groups: Sequence[str]) -> Replay:
@@ -35,18 +35,17 @@ class RedisHistory:
         generation, stream_id = parsed if parsed is not None else ("", "0-0")
         try:
             reply = self._replay(keys=[self.keys.stream, self.keys.generation, self.keys.epoch],
-                                 args=[generation, stream_id, REPLAY_PAGE, self.ttl_ms])
+                                 args=[generation, stream_id, REPLAY_PAGE, self.ttl_ms, self.follow])
             current, last, held, page = reply[0].decode(), reply[1].decode(), reply[2], reply[3]
             head = event_id(current, last)
-            if parsed is None:
+            if parsed is None or generation != current:
                 return Replay(reset=RESET_UNKNOWN, head_id=head)
-            if generation == current and stream_id == last:
+            if stream_id == last:
                 return Replay(head_id=head)
+            if stream_id_tuple(stream_id) > stream_id_tuple(last):
+                return Replay(reset=RESET_UNKNOWN, head_id=head)  # lost with the server that issued it
             if not held:
-                # An id of another generation that this stream does not hold (lost in a failover, or
-                # from a stream that is gone), or one ahead of the head: nothing to resume from.
-                stale = generation == current and stream_id_tuple(stream_id) <= stream_id_tuple(last)
-                return Replay(reset=RESET_EXPIRED if stale else RESET_UNKNOWN, head_id=head)
+                return Replay(reset=RESET_EXPIRED, head_id=head)
             frames = frames_for(page, client_id, groups)
             while len(page) == REPLAY_PAGE:
                 page = self.redis.xrange(self.keys.stream, b"(" + page[-1][0], "+", count=REPLAY_PAGE)

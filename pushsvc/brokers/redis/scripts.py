@@ -5,35 +5,41 @@ one script may touch them all, on a cluster too.
 
 from __future__ import annotations
 
-# The stream's generation: made when there is none, and made again when this server is not the one that
-# made it (its replication id differs from the one kept beside it): a replica promoted by a failover, or
-# a server restarted from a snapshot, may lack the newest entries of the stream, and the ids it adds next
-# could be ids that clients already saw. A new generation sorts after the old one (Redis time in ms, and
-# always above the old value), so new ids can never collide with old ones; entries keep their own
-# generation, so a client whose last id this server still holds resumes exactly across the change.
+# The stream's generation: made when there is none. Behind Sentinel (`follow` = '1') it is made again when
+# this server is not the one that made it (its replication id differs from the one kept beside it): a
+# promoted replica, or a master restarted from a snapshot, may lack the newest entries of the stream, and
+# the ids it adds next could be ids that clients already saw. A new generation sorts after the old one
+# (Redis time in ms, and always above the old value), so new ids never collide with old ones; and since
+# nobody can tell what the old server took after its last entry that reached this one, an id of an older
+# generation is never resumed from (event: reset). A single server (redis://) keeps its generation across
+# a restart, so its history resumes as before.
 _LUA_GENERATION = """
 local function replication_id()
   return string.match(redis.call('INFO', 'replication'), 'master_replid:(%x+)') or ''
 end
 
-local function ensure_generation(key, epoch)
-  local replid = replication_id()
+local function ensure_generation(key, epoch, follow)
   local gen = redis.call('GET', key)
-  if gen and redis.call('GET', epoch) == replid then return gen end
+  if gen and follow ~= '1' then return gen end
+  local replid = ''
+  if follow == '1' then
+    replid = replication_id()
+    if gen and redis.call('GET', epoch) == replid then return gen end
+  end
   local t = redis.call('TIME')
   local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
   if gen and now <= tonumber(gen) then now = tonumber(gen) + 1 end
   gen = string.format('%.0f', now)
   redis.call('SET', key, gen)
-  redis.call('SET', epoch, replid)
+  if follow == '1' then redis.call('SET', epoch, replid) end
   return gen
 end
 """
 
 # The stream's generation and the id of its newest entry ('0-0' while it has none).
 _LUA_HEAD = """
-local function stream_head(stream, generation_key, epoch)
-  local gen = ensure_generation(generation_key, epoch)
+local function stream_head(stream, generation_key, epoch, follow)
+  local gen = ensure_generation(generation_key, epoch, follow)
   local last = '0-0'
   if redis.call('EXISTS', stream) == 1 then
     local info = redis.call('XINFO', 'STREAM', stream)
@@ -137,10 +143,10 @@ LATE = "PUSHSVC_LATE"
 NO_REPLICAS = "NOREPLICAS"
 
 # KEYS: stream, generation, workers, epoch. ARGV: maxlen, ttl_ms, worker prefix, self, deadline, replicas
-# required, then per message (target, body, close flag). Returns {generation, id1, online1, id2, online2,
-# ...}: all messages are stored, in order, in one atomic step, and each one's audience is counted on the
-# other workers. With replicas required, the caller's WAIT that follows confirms them; this only refuses
-# up front when too few are connected (nothing stored), which is the common way of losing them.
+# required, follow (see ensure_generation), then per message (target, body, close flag). Returns
+# {generation, id1, online1, id2, online2, ...}: all messages are stored, in order, in one atomic step,
+# and each one's audience is counted on the other workers. With replicas required, the caller's WAIT
+# that follows confirms them; this only refuses up front when too few are connected (nothing stored).
 PUBLISH = (_LUA_DEADLINE + _LUA_GENERATION + _LUA_TRIM_BY_AGE + _LUA_LIVE_WORKERS + _LUA_ONLINE
            + _LUA_REPLICAS + """
 if past(ARGV[5]) then
@@ -150,10 +156,10 @@ local required = tonumber(ARGV[6])
 if required > 0 and good_replicas() < required then
   return redis.error_reply('""" + NO_REPLICAS + """ fewer than ' .. required .. ' replicas in sync')
 end
-local gen = ensure_generation(KEYS[2], KEYS[4])
+local gen = ensure_generation(KEYS[2], KEYS[4], ARGV[7])
 local live = live_workers(KEYS[3], ARGV[3], ARGV[4])
 local out = {gen}
-for i = 7, #ARGV, 3 do
+for i = 8, #ARGV, 3 do
   local id
   if ARGV[i + 2] == '1' then
     id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*',
@@ -168,33 +174,27 @@ trim_by_age(KEYS[1], ARGV[2], true)
 return out
 """)
 
-# KEYS: stream, generation, epoch. Returns {generation, last generated stream id ('0-0' with no stream)}.
+# KEYS: stream, generation, epoch. ARGV: follow. Returns {generation, last generated stream id ('0-0' with
+# no stream)}.
 HEAD = _LUA_GENERATION + _LUA_HEAD + """
-local gen, last = stream_head(KEYS[1], KEYS[2], KEYS[3])
+local gen, last = stream_head(KEYS[1], KEYS[2], KEYS[3], ARGV[1])
 return {gen, last}
 """
 
-# KEYS: stream, generation, epoch. ARGV: the generation and stream id to resume after, page size, ttl_ms.
-# Returns {generation, last generated id, resume point still held (0/1), first page of entries after it}.
-# A point is held when the stream has that entry with that generation (an id of an older generation too:
-# the entries after it are then everything since, whatever their generation), or it is the head.
-# Entries older than the TTL are trimmed first, so a quiet stream never replays what the TTL expired.
+# KEYS: stream, generation, epoch. ARGV: the generation and stream id to resume after, page size, ttl_ms,
+# follow. Returns {generation, last generated id, resume point still held (0/1), first page of entries
+# after it}. Entries older than the TTL are trimmed first, so a quiet stream never replays what the TTL
+# expired.
 REPLAY = _LUA_GENERATION + _LUA_HEAD + _LUA_TRIM_BY_AGE + """
-local gen, last = stream_head(KEYS[1], KEYS[2], KEYS[3])
-if last == '0-0' then
+local gen, last = stream_head(KEYS[1], KEYS[2], KEYS[3], ARGV[5])
+if gen ~= ARGV[1] or last == '0-0' then
   return {gen, last, 0, {}}
 end
 trim_by_age(KEYS[1], ARGV[4], false)
 local held = 0
-local at = redis.call('XRANGE', KEYS[1], ARGV[2], ARGV[2])
-if ARGV[1] == gen and ARGV[2] == last then
+if ARGV[2] == last or #redis.call('XRANGE', KEYS[1], ARGV[2], ARGV[2]) == 1 then
   held = 1
-elseif #at == 1 then
-  local fields = at[1][2]
-  for i = 1, #fields, 2 do
-    if fields[i] == 'g' and fields[i + 1] == ARGV[1] then held = 1 end
-  end
-elseif ARGV[1] == gen and ARGV[2] == '0-0' then
+elseif ARGV[2] == '0-0' then
   -- Resuming from the head of a then empty stream: fine while nothing has been trimmed since.
   local info = redis.call('XINFO', 'STREAM', KEYS[1])
   local added, length = 0, -1
