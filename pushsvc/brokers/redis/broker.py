@@ -61,8 +61,10 @@ COMMAND_TIMEOUT_SECONDS = 0.7
 # inside the command timeout, so a publish answered 503 is never delivered later.
 PUBLISH_DEADLINE_SECONDS = 0.4
 # With PUSHSVC_REDIS_MIN_REPLICAS, how long a publish waits for its replicas (Redis WAIT) before it is
-# answered 503: the script's deadline plus this stays inside the command timeout.
-WAIT_TIMEOUT_MS = 250
+# answered 503. The script's deadline is brought forward by half of it, so that the deadline and the wait
+# together (0.5 s) stay as far inside the command timeout as the deadline alone: an answer that comes
+# back after the timeout would be a 503 that says nothing was stored.
+WAIT_TIMEOUT_MS = 200
 
 class RedisBroker(Broker):
     name = "redis"
@@ -237,7 +239,8 @@ class RedisBroker(Broker):
         registry = self.registry
         local = [registry.count(m.target) if registry is not None else 0 for m in messages]
         try:
-            deadline = self.clock.deadline_ms(PUBLISH_DEADLINE_SECONDS)
+            early = WAIT_TIMEOUT_MS / 2000 if self.min_replicas else 0.0
+            deadline = self.clock.deadline_ms(PUBLISH_DEADLINE_SECONDS - early)
             args: list[Any] = [self.history_size, self.ttl_ms, self.keys.worker_prefix, self.worker, deadline,
                                self.min_replicas, self.follow]
             for message in messages:
