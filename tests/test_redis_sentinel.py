@@ -196,10 +196,11 @@ def test_no_master_is_503_fast_and_lost_events_give_reset_not_a_gap():
             assert wait_for(lambda: replica.client().xlen("{pushsvc}:events") == 1, 10)
             replica.client().replicaof("127.0.0.1", free_port())
             assert wait_for(lambda: master.client().info("replication")["connected_slaves"] == 0, 10)
+            # Stopped, the replica cannot be chosen (no master at all, for as long as the test needs),
+            # nor pointed back at the master by a sentinel before the events it must miss.
+            replica.signal(signal.SIGSTOP)
             lost = [post(second, {"to": "gap", "data": f"lost{i}"}).json()["id"] for i in range(2)]
             assert stream.read_until(b"data: lost1\n", 10)
-            # Stopped, the replica cannot be chosen: no master at all for as long as the test needs.
-            replica.signal(signal.SIGSTOP)
             ha.kill(dead)
             # No master now, and none can be chosen while the replica is stopped.
             for server in (first, second):
