@@ -230,6 +230,15 @@ def test_no_master_is_503_fast_and_lost_events_give_reset_not_a_gap():
 
             for server in servers:  # every worker's reader has found the new master
                 assert wait_for(lambda: healthy(server), 20, interval=0.2)  # noqa: B023
+            # Presence and idempotency keys live on the new master too.
+            assert wait_for(lambda: client_connections(second, "gap") == 1, 20)
+            once = {"json": {"to": "gap", "data": "once"}, "headers": {"Idempotency-Key": "after-failover"}}
+            first_try = httpx.post(second.url("/sse/publish"), timeout=10, **once)
+            again = httpx.post(first.url("/sse/publish"), timeout=10, **once)
+            assert first_try.status_code == again.status_code == 202
+            assert again.headers.get("Idempotent-Replayed") == "true"
+            assert again.json() == first_try.json()
+            assert stream.read_until(b"data: once\n", 10)
             # The new master never had lost1: resuming from it is a reset, never a silent gap.
             resumed = RawStream(second.port, "/sse/subscribe/gap", {"Last-Event-ID": lost[1]}, timeout=10)
             opened.append(resumed)
