@@ -8,7 +8,6 @@ import shutil
 import signal
 import subprocess
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -181,8 +180,3 @@ def sentinels(replicas: int = 1) -> Iterator[Sentinels]:
     finally:
         started.stop()
 
-
-def wait_seconds(predicate, timeout: float) -> float | None:
-    """Seconds until ``predicate`` held, or ``None`` if it did not within ``timeout``."""
-    begun = time.monotonic()
-    return time.monotonic() - begun if wait_for(predicate, timeout, interval=0.1) else None
