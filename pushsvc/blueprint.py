@@ -231,7 +231,7 @@ def _invalid(error: InvalidInput) -> tuple[Response, int]:
 
 def _unavailable(error: BrokerUnavailable) -> tuple[Response, int]:
     log.warning("broker unavailable: %s", error)
-    return jsonify({"error": "the broker cannot take events right now; nothing was published"}), 503
+    return jsonify({"error": error.answer}), 503
 
 
 def json_http_error(error: HTTPException) -> tuple[Response, int]:

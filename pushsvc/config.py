@@ -21,7 +21,9 @@ PREFIX = "PUSHSVC_"
 # start-up check share.
 MEMORY_SCHEMES = ("memory",)
 REDIS_SCHEMES = ("redis", "rediss", "unix")
-BROKER_SCHEMES = MEMORY_SCHEMES + REDIS_SCHEMES
+# The master that Redis Sentinel names (pushsvc/brokers/redis/connect.py).
+SENTINEL_SCHEMES = ("redis+sentinel",)
+BROKER_SCHEMES = MEMORY_SCHEMES + REDIS_SCHEMES + SENTINEL_SCHEMES
 
 DEFAULT_HEARTBEAT_SECONDS = 15.0
 DEFAULT_RETRY_MS = 3000
@@ -93,6 +95,8 @@ class Settings:
     webhook_url: str | None = None
     webhook_secret: str | None = None
     webhook_retry_seconds: float = DEFAULT_WEBHOOK_RETRY_SECONDS
+    # Redis replicas that must hold an event before its publish is answered 202 (Redis WAIT); 0: none.
+    redis_min_replicas: int = 0
 
     @classmethod
     def load(
@@ -123,7 +127,8 @@ class Settings:
     def validate(self) -> None:
         """Raise :class:`ConfigError` for the first setting that makes no sense."""
         if self.broker_scheme not in BROKER_SCHEMES:
-            _fail("broker_url", f"is {self.broker_url!r}; use memory:// or redis://HOST:PORT/DB")
+            _fail("broker_url", f"is {self.broker_url!r}; use memory://, redis://HOST:PORT/DB or "
+                  "redis+sentinel://HOST:PORT[,HOST:PORT…]/MASTER_NAME[/DB]")
         if not self.url_prefix.startswith("/") or self.url_prefix.endswith("/") or " " in self.url_prefix:
             _fail("url_prefix", "must start with / and not end with / (for example /sse)")
         for name in ("heartbeat_seconds", "history_ttl_seconds", "write_timeout_seconds",
@@ -135,6 +140,8 @@ class Settings:
                      "max_streams_per_client"):
             if getattr(self, name) < 1:
                 _fail(name, "must be a positive whole number")
+        if self.redis_min_replicas < 0:
+            _fail("redis_min_replicas", "must be 0 (do not wait for replicas) or a positive whole number")
         if self.max_body_bytes < self.max_message_bytes + 1024:
             _fail("max_body_bytes", "must leave room for one message of max_message_bytes and its fields")
         if not self.cors_origins:

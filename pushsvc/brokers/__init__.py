@@ -5,7 +5,7 @@ Choose one in one place, by the scheme of ``PUSHSVC_BROKER_URL``: :func:`create_
 
 from __future__ import annotations
 
-from ..config import MEMORY_SCHEMES, REDIS_SCHEMES, ConfigError, Settings
+from ..config import MEMORY_SCHEMES, REDIS_SCHEMES, SENTINEL_SCHEMES, ConfigError, Settings
 from .base import Broker, BrokerUnavailable
 
 __all__ = ["Broker", "BrokerUnavailable", "create_broker"]
@@ -19,8 +19,9 @@ def create_broker(settings: Settings) -> Broker:
 
         return MemoryBroker(history_size=settings.history_size,
                             history_ttl_seconds=settings.history_ttl_seconds)
-    if scheme in REDIS_SCHEMES:
+    if scheme in REDIS_SCHEMES or scheme in SENTINEL_SCHEMES:
         from .redis import RedisBroker
 
         return RedisBroker.from_settings(settings)
-    raise ConfigError(f"PUSHSVC_BROKER_URL has an unknown scheme {scheme!r}; use memory:// or redis://")
+    raise ConfigError(f"PUSHSVC_BROKER_URL has an unknown scheme {scheme!r}; use memory://, redis:// or "
+                      "redis+sentinel://")

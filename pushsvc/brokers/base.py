@@ -30,6 +30,17 @@ from ..transitions import Tracking
 class BrokerUnavailable(RuntimeError):
     """The broker cannot take or give events right now. Nothing was published."""
 
+    #: What the publisher is told (the message itself, for the log, may name servers).
+    answer = "the broker cannot take events right now; nothing was published"
+
+
+class NotReplicated(BrokerUnavailable):
+    """The events were stored, but fewer replicas than required confirmed them in time: they may be
+    delivered all the same, or lost if the server fails before its replicas catch up."""
+
+    answer = ("the broker stored the events but too few replicas confirmed them in time; they may be "
+              "delivered anyway, and a retry may deliver them twice")
+
 
 class Broker(ABC):
     """A bus and history for events, and the whole service's view of who is connected."""

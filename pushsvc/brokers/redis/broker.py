@@ -25,14 +25,16 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from ...config import ConfigError, Settings
-from ...model import RESET_EXPIRED, RESET_UNKNOWN, ClientInfo, Message, Published, Replay
+from ...config import Settings
+from ...model import ClientInfo, Message, Published, Replay
 from ...registry import Connection, Registry
 from ...transitions import Tracking
-from ..base import Broker
+from ..base import Broker, NotReplicated
 from .check import check_url
 from .clock import RedisClock
+from .connect import connect, is_sentinel, server_address
 from .errors import UNAVAILABLE, unavailable
+from .history import RedisHistory
 from .idempotency import RedisIdempotency
 from .lifecycle import RedisTracking
 from .presence import PRESENCE_REFRESH_SECONDS, Presence
@@ -43,11 +45,8 @@ from .schema import (
     encode_target,
     event_id,
     event_key,
-    frames_for,
-    parse_event_id,
-    stream_id_tuple,
 )
-from .scripts import HEAD, LATE, PUBLISH, REPLAY
+from .scripts import HEAD, LATE, NO_REPLICAS, PUBLISH
 from .tickets import RedisTickets
 
 log = logging.getLogger(__name__)
@@ -63,35 +62,40 @@ COMMAND_TIMEOUT_SECONDS = 0.7
 # A publish script that Redis starts later than this after it was sent stores nothing (clock.py): well
 # inside the command timeout, so a publish answered 503 is never delivered later.
 PUBLISH_DEADLINE_SECONDS = 0.4
-# Entries per XRANGE while replaying a long gap.
-REPLAY_PAGE = 1000
+# With PUSHSVC_REDIS_MIN_REPLICAS, how long a publish waits for its replicas (Redis WAIT) before it is
+# answered 503. The script's deadline is brought forward by half of it, so that the deadline and the wait
+# together (0.5 s) stay as far inside the command timeout as the deadline alone: an answer that comes
+# back after the timeout would be a 503 that says nothing was stored.
+WAIT_TIMEOUT_MS = 200
 
 class RedisBroker(Broker):
     name = "redis"
     shared = True
 
     def __init__(self, url: str, *, history_size: int, history_ttl_seconds: float,
-                 namespace: str = DEFAULT_NAMESPACE):
+                 namespace: str = DEFAULT_NAMESPACE, min_replicas: int = 0,
+                 follow_failover: bool | None = None):
         self.url = url
         self.keys = Keys(namespace)
         self.history_size = history_size
         self.ttl_ms = int(history_ttl_seconds * 1000)
+        self.min_replicas = min_replicas
         check_url(url)
+        # A new generation whenever another server holds the stream: behind Sentinel (see .scripts).
+        follow = is_sentinel(url) if follow_failover is None else follow_failover
+        self.follow = "1" if follow else ""
         # No retries: a publish script that ran but whose answer was lost must not run twice. The pool
         # already replaces a connection found closed (Redis restarted) before using it.
-        try:
-            pool = redis.BlockingConnectionPool.from_url(
-                url, max_connections=POOL_SIZE, timeout=POOL_WAIT_SECONDS,
-                socket_connect_timeout=CONNECT_TIMEOUT_SECONDS, socket_timeout=COMMAND_TIMEOUT_SECONDS,
-                socket_keepalive=True, retry=Retry(NoBackoff(), 0))
-        except ValueError as error:
-            raise ConfigError(f"PUSHSVC_BROKER_URL is not a valid Redis URL: {error}") from None
-        self.redis = redis.Redis(connection_pool=pool)
+        self.redis = connect(
+            url, blocking=True, max_connections=POOL_SIZE, timeout=POOL_WAIT_SECONDS,
+            socket_connect_timeout=CONNECT_TIMEOUT_SECONDS, socket_timeout=COMMAND_TIMEOUT_SECONDS,
+            socket_keepalive=True, retry=Retry(NoBackoff(), 0))
         self.tickets = RedisTickets(self.redis, self.keys)
         self.idempotency = RedisIdempotency(self.redis, self.keys)
-        self.clock = RedisClock(self.redis)
+        # Measured again whenever the pool finds another server (a failover): its clock may differ.
+        self.clock = RedisClock(self.redis, server=lambda: server_address(self.redis))
         self._publish = self.redis.register_script(PUBLISH)
-        self._replay = self.redis.register_script(REPLAY)
+        self.history = RedisHistory(self.redis, self.keys, ttl_ms=self.ttl_ms, follow=self.follow)
         self._head = self.redis.register_script(HEAD)
         self.registry: Registry | None = None
         self._pid: int | None = None
@@ -112,7 +116,7 @@ class RedisBroker(Broker):
     @classmethod
     def from_settings(cls, settings: Settings) -> RedisBroker:
         return cls(settings.broker_url, history_size=settings.history_size,
-                   history_ttl_seconds=settings.history_ttl_seconds)
+                   history_ttl_seconds=settings.history_ttl_seconds, min_replicas=settings.redis_min_replicas)
 
     def _new_worker_id(self) -> None:
         # Host and pid make the presence keys readable; the random part keeps a reused pid apart.
@@ -150,7 +154,8 @@ class RedisBroker(Broker):
 
     def head(self) -> tuple[str, str]:
         """The stream's generation and newest stream id, on the fast-failing pool."""
-        generation, last = self._head(keys=[self.keys.stream, self.keys.generation])
+        generation, last = self._head(keys=[self.keys.stream, self.keys.generation, self.keys.epoch],
+                                      args=[self.follow])
         return generation.decode(), last.decode()
 
     def _serve(self) -> None:
@@ -245,16 +250,17 @@ class RedisBroker(Broker):
         registry = self.registry
         local = [registry.count(m.target) if registry is not None else 0 for m in messages]
         try:
-            args: list[Any] = [self.history_size, self.ttl_ms, self.keys.worker_prefix, self.worker,
-                               self.clock.deadline_ms(PUBLISH_DEADLINE_SECONDS)]
+            early = WAIT_TIMEOUT_MS / 2000 if self.min_replicas else 0.0
+            deadline = self.clock.deadline_ms(PUBLISH_DEADLINE_SECONDS - early)
+            args: list[Any] = [self.history_size, self.ttl_ms, self.keys.worker_prefix, self.worker, deadline,
+                               self.min_replicas, self.follow]
             for message in messages:
                 args += (encode_target(message.target), message.body, "1" if message.close else "")
-            reply = self._publish(keys=[self.keys.stream, self.keys.generation, self.keys.workers],
-                                  args=args)
+            reply = self._store(args)
         except UNAVAILABLE as error:
             raise unavailable(error) from error
         except redis.ResponseError as error:
-            if LATE not in str(error):
+            if LATE not in str(error) and NO_REPLICAS not in str(error):
                 raise
             raise unavailable(error) from error
         generation = reply[0].decode()
@@ -265,29 +271,29 @@ class RedisBroker(Broker):
             results.append(Published(eid, remote + local[index]))
         return results
 
+    def _store(self, args: list[Any]) -> Any:
+        """Run the publish script; with replicas required, ``WAIT`` for them on the same connection, in
+        the same round trip (WAIT counts the replicas that have this connection's last write)."""
+        keys = [self.keys.stream, self.keys.generation, self.keys.workers, self.keys.epoch]
+        if not self.min_replicas:
+            return self._publish(keys=keys, args=args)
+        for _ in range(2):
+            pipe = self.redis.pipeline(transaction=False)
+            pipe.evalsha(self._publish.sha, len(keys), *keys, *args)
+            pipe.execute_command("WAIT", self.min_replicas, WAIT_TIMEOUT_MS)
+            reply, acked = pipe.execute(raise_on_error=False)
+            if not isinstance(reply, redis.exceptions.NoScriptError):
+                break
+            self.redis.script_load(PUBLISH)  # a new master (failover) has not seen the script yet
+        for result in (reply, acked):
+            if isinstance(result, Exception):
+                raise result
+        if acked < self.min_replicas:
+            raise NotReplicated(f"{acked} of {self.min_replicas} replicas confirmed in {WAIT_TIMEOUT_MS} ms")
+        return reply
+
     def replay(self, last_id: str, client_id: str, groups: Sequence[str]) -> Replay:
-        parsed = parse_event_id(last_id)
-        generation, stream_id = parsed if parsed is not None else ("", "0-0")
-        try:
-            reply = self._replay(keys=[self.keys.stream, self.keys.generation],
-                                 args=[generation, stream_id, REPLAY_PAGE, self.ttl_ms])
-            current, last, held, page = reply[0].decode(), reply[1].decode(), reply[2], reply[3]
-            head = event_id(current, last)
-            if parsed is None or generation != current:
-                return Replay(reset=RESET_UNKNOWN, head_id=head)
-            if stream_id == last:
-                return Replay(head_id=head)
-            if stream_id_tuple(stream_id) > stream_id_tuple(last):
-                return Replay(reset=RESET_UNKNOWN, head_id=head)
-            if not held:
-                return Replay(reset=RESET_EXPIRED, head_id=head)
-            frames = frames_for(page, client_id, groups)
-            while len(page) == REPLAY_PAGE:
-                page = self.redis.xrange(self.keys.stream, b"(" + page[-1][0], "+", count=REPLAY_PAGE)
-                frames += frames_for(page, client_id, groups)
-        except UNAVAILABLE as error:
-            raise unavailable(error) from error
-        return Replay(frames, head_id=head)
+        return self.history.replay(last_id, client_id, groups)
 
     # -- presence ----------------------------------------------------------------------------------------
 

@@ -10,6 +10,8 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from ...config import REDIS_SCHEMES, ConfigError, Settings
+from .connect import connect, is_sentinel, parse_sentinel_url
+from .connect import safe_url as _safe
 
 CONNECT_TIMEOUT_SECONDS = 2.0
 # GETDEL (tickets) and XTRIM MINID (history TTL) came with Redis 6.2.
@@ -18,6 +20,9 @@ MIN_VERSION = (6, 2)
 
 def check_url(url: str) -> None:
     """Raise :class:`ConfigError` (one line) for a Redis URL that cannot be right, before any I/O."""
+    if is_sentinel(url):
+        parse_sentinel_url(url)
+        return
     parts = urlsplit(url)
     try:
         port = parts.port
@@ -31,18 +36,16 @@ def check_url(url: str) -> None:
         if db and not (db.isascii() and db.isdigit()):
             raise ConfigError(f"PUSHSVC_BROKER_URL {_safe(url)} names database {db!r}; use a number, like /0")
     elif parts.scheme not in REDIS_SCHEMES:
-        raise ConfigError(f"PUSHSVC_BROKER_URL {_safe(url)} is not a redis://, rediss:// or unix:// URL")
+        raise ConfigError(f"PUSHSVC_BROKER_URL {_safe(url)} is not a redis://, rediss://, unix:// or "
+                          "redis+sentinel:// URL")
 
 
 def check_reachable(url: str) -> None:
     """Raise :class:`ConfigError` (one line) unless ``url`` is a Redis that answers, with the commands
     pushsvc needs (Redis 6.2 or later)."""
     check_url(url)
-    try:
-        client = redis.Redis.from_url(url, socket_connect_timeout=CONNECT_TIMEOUT_SECONDS,
-                                      socket_timeout=CONNECT_TIMEOUT_SECONDS, retry=Retry(NoBackoff(), 0))
-    except ValueError as error:
-        raise ConfigError(f"PUSHSVC_BROKER_URL is not a valid Redis URL: {error}") from None
+    client = connect(url, blocking=False, socket_connect_timeout=CONNECT_TIMEOUT_SECONDS,
+                     socket_timeout=CONNECT_TIMEOUT_SECONDS, retry=Retry(NoBackoff(), 0))
     try:
         version = client.info("server").get("redis_version", "0")
     except redis.RedisError as error:
@@ -60,10 +63,3 @@ def main() -> None:
     except ConfigError as error:
         sys.exit(f"pushsvc: {error}")
 
-
-def _safe(url: str) -> str:
-    """The URL without its password, fit for a log line."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    return url.replace(f":{parts.password}@", ":***@", 1)

@@ -25,6 +25,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from ...transitions import BATCH, Consumer, Tracking, Transition, client_transitions, group_transitions
+from .connect import connect
 from .schema import Keys
 from .transitions import parse_entry
 
@@ -49,11 +50,11 @@ class Feed:
         self.keys = keys
         self.worker = worker
         self.tracking = tracking
-        pool = redis.ConnectionPool.from_url(
-            url, max_connections=1, socket_connect_timeout=connect_timeout,
+        # Its own connection for the blocking reads, to the server the URL names (or Sentinel's master).
+        self.blocking = connect(
+            url, blocking=False, max_connections=1, socket_connect_timeout=connect_timeout,
             socket_timeout=BLOCK_MS / 1000 + 5, socket_keepalive=True, retry=Retry(NoBackoff(), 0),
             client_name=f"pushsvc-presence:{worker}")
-        self.blocking = redis.Redis(connection_pool=pool)
         self.pools = {c.name: Pool(c.concurrency) for c in tracking.consumers}
         self.last_id: str | None = None
         self._greenlet: gevent.Greenlet | None = None

@@ -7,8 +7,11 @@ which a bare PING would not (a reader left blocked on a dead or demoted server a
 raises nothing). ``/healthz`` follows the age of the last tick read back.
 
 When Redis goes away the reader reconnects with capped, jittered backoff and resumes from the last stream
-id it read, so nothing is lost and nothing is read twice. If Redis came back with a different generation
-(it restarted empty), everything in the new stream is new, so it reads that from the start.
+id it read, so nothing is lost and nothing is read twice. If the stream has a new generation when it
+comes back (Redis restarted, empty or from a snapshot, or Sentinel promoted a replica that lacks the
+newest entries), the reader resumes after the newest entry it could have read already: its last one if
+the stream still holds it, else the newest one of its generation or an older one (the rest were lost
+with the old server, and everything after them is new).
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from ...model import Frame, Target
+from .connect import connect
 from .schema import Keys, decode_target, entry_frame, stream_id_tuple
 
 log = logging.getLogger(__name__)
@@ -54,11 +58,10 @@ class Reader:
         # A pool of its own with one connection: the blocking read must never wait for, or hold, a
         # connection of the shared pool. It connects on first use, in the reader's greenlet, so building
         # a reader never fails or blocks while Redis is down (a worker respawned during an outage).
-        pool = redis.ConnectionPool.from_url(
-            url, max_connections=1, socket_connect_timeout=connect_timeout,
+        self.redis = connect(
+            url, blocking=False, max_connections=1, socket_connect_timeout=connect_timeout,
             socket_timeout=BLOCK_MS / 1000 + 5, socket_keepalive=True, retry=Retry(NoBackoff(), 0),
             client_name=f"pushsvc-reader:{worker}")
-        self.redis = redis.Redis(connection_pool=pool)
         # (generation, newest stream id), asked on the broker's fast-failing pool: this connection's
         # long timeout is for the blocking read, and must not hold a starting worker for seconds.
         self._head = head
@@ -92,17 +95,34 @@ class Reader:
         generation, last = self._head()
         if self.generation is None:
             self.last_id = last
-        elif generation != self.generation:
-            log.warning("Redis has a new stream generation %s (was %s): it restarted empty; reading the "
-                        "new stream from its start", generation, self.generation)
-            self.last_id = "0-0"
-        elif stream_id_tuple(last) < stream_id_tuple(self.last_id):
-            # The same generation but an older stream: restored from an old snapshot. What it adds from
-            # here on has ids above its own last one; read from there.
-            self.last_id = last
+        elif generation != self.generation or stream_id_tuple(last) < stream_id_tuple(self.last_id):
+            resume = self._resume_point(self.generation, self.last_id)
+            log.warning("Redis has stream generation %s (was %s; another server, or restarted): reader of "
+                        "worker %s resumes after %s (it had read up to %s)", generation, self.generation,
+                        self.worker, resume, self.last_id)
+            self.last_id = resume
         self.generation = generation
         self.connected = True
         self.canary_seen = time.monotonic()
+
+    def _resume_point(self, generation: str, last_id: str) -> str:
+        """Where to read on in a stream that may lack the newest entries read so far (see the module).
+
+        Entries are in id order and generations only grow along the stream, so the newest entry of
+        ``generation`` or older is where that generation's surviving part ends."""
+        page_end = "+"
+        while True:
+            page = self.redis.xrevrange(self.keys.stream, page_end, "-", count=BATCH)
+            for raw_id, fields in page:
+                if int(fields[b"g"]) < int(generation):
+                    return raw_id.decode()
+                if fields[b"g"] == generation.encode():
+                    entry_id = raw_id.decode()
+                    newer = stream_id_tuple(entry_id) >= stream_id_tuple(last_id)
+                    return last_id if newer else entry_id
+            if len(page) < BATCH:
+                return "0-0"  # every entry is of a newer generation: all new
+            page_end = "(" + page[-1][0].decode()
 
     def _run(self) -> None:
         failures = 0

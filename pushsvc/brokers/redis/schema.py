@@ -2,8 +2,10 @@
 
 One stream is both the bus between workers and the replay history. Every entry carries the *generation*
 of the stream: a token (Redis time in milliseconds) created with the stream and kept in a key beside it.
-When Redis comes back empty, the next user creates a new, larger generation, so an event id from before
-(``<generation>-<stream id>``) is recognised as unknown instead of colliding with a new event's id.
+When Redis comes back empty, or another server takes over the stream (a failover, a restart from a
+snapshot), the next user creates a new, larger generation, so an event id from before
+(``<generation>-<stream id>``) never collides with a new event's id; each entry keeps the generation it
+was stored in, so its id stays the same.
 
 Every key shares one hash tag (``{pushsvc}``), so a Lua script (:mod:`.scripts`) may touch them all, on a
 cluster too.
@@ -43,6 +45,11 @@ class Keys:
     @property
     def generation(self) -> str:
         return f"{self.base}:generation"
+
+    @property
+    def epoch(self) -> str:
+        """The replication id of the server that made the generation (see :mod:`.scripts`)."""
+        return f"{self.base}:epoch"
 
     @property
     def workers(self) -> str:

@@ -5,22 +5,41 @@ one script may touch them all, on a cluster too.
 
 from __future__ import annotations
 
+# The stream's generation: made when there is none. Behind Sentinel (`follow` = '1') it is made again when
+# this server is not the one that made it (its replication id differs from the one kept beside it): a
+# promoted replica, or a master restarted from a snapshot, may lack the newest entries of the stream, and
+# the ids it adds next could be ids that clients already saw. A new generation sorts after the old one
+# (Redis time in ms, and always above the old value), so new ids never collide with old ones; and since
+# nobody can tell what the old server took after its last entry that reached this one, an id of an older
+# generation is never resumed from (event: reset). A single server (redis://) keeps its generation across
+# a restart, so its history resumes as before.
 _LUA_GENERATION = """
-local function ensure_generation(key)
+local function replication_id()
+  return string.match(redis.call('INFO', 'replication'), 'master_replid:(%x+)') or ''
+end
+
+local function ensure_generation(key, epoch, follow)
   local gen = redis.call('GET', key)
-  if not gen then
-    local t = redis.call('TIME')
-    gen = t[1] .. string.format('%03d', math.floor(tonumber(t[2]) / 1000))
-    redis.call('SET', key, gen)
+  if gen and follow ~= '1' then return gen end
+  local replid = ''
+  if follow == '1' then
+    replid = replication_id()
+    if gen and redis.call('GET', epoch) == replid then return gen end
   end
+  local t = redis.call('TIME')
+  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  if gen and now <= tonumber(gen) then now = tonumber(gen) + 1 end
+  gen = string.format('%.0f', now)
+  redis.call('SET', key, gen)
+  if follow == '1' then redis.call('SET', epoch, replid) end
   return gen
 end
 """
 
 # The stream's generation and the id of its newest entry ('0-0' while it has none).
 _LUA_HEAD = """
-local function stream_head(stream, generation_key)
-  local gen = ensure_generation(generation_key)
+local function stream_head(stream, generation_key, epoch, follow)
+  local gen = ensure_generation(generation_key, epoch, follow)
   local last = '0-0'
   if redis.call('EXISTS', stream) == 1 then
     local info = redis.call('XINFO', 'STREAM', stream)
@@ -104,20 +123,43 @@ local function past(deadline_ms)
 end
 """
 
+# Replicas that are online and acknowledged within the last 10 s (Redis's own min-replicas-max-lag), from
+# INFO replication (its lag reads -1 just after an acknowledgement). A replica acknowledges every second,
+# a busy one later, so a tighter bound would refuse publishes to a healthy pair; WAIT confirms each one.
+_LUA_REPLICAS = """
+local function good_replicas()
+  local n = 0
+  for state, lag in string.gmatch(redis.call('INFO', 'replication'), 'state=(%a+),offset=%d+,lag=(-?%d+)') do
+    if state == 'online' and tonumber(lag) <= 10 then n = n + 1 end
+  end
+  return n
+end
+"""
+
 # The error a late publish answers; nothing was stored.
 LATE = "PUSHSVC_LATE"
+# The error a publish answers when fewer replicas are connected than it must wait for; nothing was stored.
+# Redis's own error code for a server with ``min-replicas-to-write`` set, so both read the same.
+NO_REPLICAS = "NOREPLICAS"
 
-# KEYS: stream, generation, workers. ARGV: maxlen, ttl_ms, worker prefix, self, deadline, then per
-# message (target, body, close flag). Returns {generation, id1, online1, id2, online2, ...}: all messages
-# are stored, in order, in one atomic step, and each one's audience is counted on the other workers.
-PUBLISH = _LUA_DEADLINE + _LUA_GENERATION + _LUA_TRIM_BY_AGE + _LUA_LIVE_WORKERS + _LUA_ONLINE + """
+# KEYS: stream, generation, workers, epoch. ARGV: maxlen, ttl_ms, worker prefix, self, deadline, replicas
+# required, follow (see ensure_generation), then per message (target, body, close flag). Returns
+# {generation, id1, online1, id2, online2, ...}: all messages are stored, in order, in one atomic step,
+# and each one's audience is counted on the other workers. With replicas required, the caller's WAIT
+# that follows confirms them; this only refuses up front when too few are connected (nothing stored).
+PUBLISH = (_LUA_DEADLINE + _LUA_GENERATION + _LUA_TRIM_BY_AGE + _LUA_LIVE_WORKERS + _LUA_ONLINE
+           + _LUA_REPLICAS + """
 if past(ARGV[5]) then
   return redis.error_reply('""" + LATE + """ the deadline of the publish passed before Redis ran it')
 end
-local gen = ensure_generation(KEYS[2])
+local required = tonumber(ARGV[6])
+if required > 0 and good_replicas() < required then
+  return redis.error_reply('""" + NO_REPLICAS + """ fewer than ' .. required .. ' replicas in sync')
+end
+local gen = ensure_generation(KEYS[2], KEYS[4], ARGV[7])
 local live = live_workers(KEYS[3], ARGV[3], ARGV[4])
 local out = {gen}
-for i = 6, #ARGV, 3 do
+for i = 8, #ARGV, 3 do
   local id
   if ARGV[i + 2] == '1' then
     id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*',
@@ -130,19 +172,21 @@ for i = 6, #ARGV, 3 do
 end
 trim_by_age(KEYS[1], ARGV[2], true)
 return out
-"""
+""")
 
-# KEYS: stream, generation. Returns {generation, last generated stream id ('0-0' with no stream)}.
+# KEYS: stream, generation, epoch. ARGV: follow. Returns {generation, last generated stream id ('0-0' with
+# no stream)}.
 HEAD = _LUA_GENERATION + _LUA_HEAD + """
-local gen, last = stream_head(KEYS[1], KEYS[2])
+local gen, last = stream_head(KEYS[1], KEYS[2], KEYS[3], ARGV[1])
 return {gen, last}
 """
 
-# KEYS: stream, generation. ARGV: the generation and stream id to resume after, page size, ttl_ms.
-# Returns {generation, last generated id, resume point still held (0/1), first page of entries after it}.
-# Entries older than the TTL are trimmed first, so a quiet stream never replays what the TTL expired.
+# KEYS: stream, generation, epoch. ARGV: the generation and stream id to resume after, page size, ttl_ms,
+# follow. Returns {generation, last generated id, resume point still held (0/1), first page of entries
+# after it}. Entries older than the TTL are trimmed first, so a quiet stream never replays what the TTL
+# expired.
 REPLAY = _LUA_GENERATION + _LUA_HEAD + _LUA_TRIM_BY_AGE + """
-local gen, last = stream_head(KEYS[1], KEYS[2])
+local gen, last = stream_head(KEYS[1], KEYS[2], KEYS[3], ARGV[5])
 if gen ~= ARGV[1] or last == '0-0' then
   return {gen, last, 0, {}}
 end
