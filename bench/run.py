@@ -53,8 +53,8 @@ def main() -> None:
                         help=f"comma-separated parts to run now: {', '.join(PARTS)} (none: only rewrite "
                              "the report); the report also shows parts kept from earlier runs")
     parser.add_argument("--systems", default=",".join(SYSTEMS), help="side-by-side: which systems")
-    parser.add_argument("--scenarios", default="", help="side-by-side: only these scenarios "
-                        "(e.g. unicast-rate-big,broadcast-mid)")
+    parser.add_argument("--scenarios", default="", help="side-by-side: only these scenarios (e.g. "
+                        "unicast-rate-big,broadcast-mid); their figures replace those of the last run")
     parser.add_argument("--soak-minutes", type=float, default=30)
     parser.add_argument("--profile", choices=longruns.PROFILES,
                         help="only record a py-spy profile of the pushsvc worker during this scenario")
@@ -78,6 +78,13 @@ def main() -> None:
                    "load_before": loadavg(), "probe_before": speed_probe()}
         data = run_part(part, args)
         data.update(started, load_after=loadavg(), probe_after=speed_probe())
+        earlier = saved(part, args.quick)
+        if part == "side-by-side" and args.scenarios and earlier:
+            # Some scenarios again: they replace their own figures, the others stay (and their run's header).
+            for system, runs in data["systems"].items():
+                earlier["systems"].setdefault(system, {}).update(runs)
+            earlier.setdefault("reruns", []).append({k: v for k, v in data.items() if k != "systems"})
+            data = earlier
         (OUT / f"results-{part}{'-quick' if args.quick else ''}.json").write_text(json.dumps(data, indent=1))
     block = report.report({part: saved(part, args.quick) for part in PARTS})
     if args.no_write or args.quick:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 from .common import log
@@ -60,6 +62,12 @@ def soak(minutes: float) -> dict:
 PROFILES = ("unicast-rate-5000", "unicast-rate-10000", "broadcast-5000", "redis-unicast-rate-5000")
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process so far, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def profile(name: str, out: Path, *, native: bool = False) -> None:
     """py-spy (``record``, raw collapsed stacks) of the pushsvc worker during one of :data:`PROFILES`.
 
@@ -73,15 +81,29 @@ def profile(name: str, out: Path, *, native: bool = False) -> None:
     server.start()
     try:
         worker = server.worker_pids()[0]
-        spy_cmd = [spy, "record", "--pid", str(worker), "--duration", str(seconds + 8), "--format", "raw",
+        spy_cmd = [spy, "record", "--pid", str(worker), "--duration", str(seconds), "--format", "raw",
                    "--rate", "250", "--output", str(out), *(["--native"] if native else [])]
-        # Started with the scenario, so it includes the connect storm (several seconds at 10,000).
-        recorder = subprocess.Popen(spy_cmd, stdout=subprocess.DEVNULL)
+        recorder: list[subprocess.Popen] = []
+
+        def record_once_connected() -> None:
+            # The publish phase only: py-spy starts when the server holds every stream.
+            deadline = time.monotonic() + 300
+            while (server.streams() or 0) < n and time.monotonic() < deadline:
+                time.sleep(0.2)
+            recorder.append(subprocess.Popen(spy_cmd, stdout=subprocess.DEVNULL))
+
+        waiter = threading.Thread(target=record_once_connected, daemon=True)
+        waiter.start()
         if name.startswith("broadcast"):
-            broadcast(server, n, BROADCAST_EVENTS)
+            result = broadcast(server, n, BROADCAST_EVENTS)
         else:
-            unicast_rate(server, n, seconds, label=name)
-        recorder.wait(timeout=120)
+            result = unicast_rate(server, n, seconds + 4, label=name)
+        waiter.join(timeout=10)
+        for process in recorder:
+            process.wait(timeout=120)
+        if redis:
+            log(f"CPU seconds from the start: worker {cpu_seconds(worker):.2f}, its Redis "
+                f"{cpu_seconds(server.redis.proc.pid):.2f}; {result.get('received', 0):,} delivered")
     finally:
         server.stop()
     log(f"profile written to {out}; summary: python bench/profile_summary.py {out}")

@@ -56,7 +56,8 @@ def side_table(side: dict[str, dict], sizes: dict[str, int]) -> list[str]:
     rows = ["| figure | pushsvc | flask-sse | sse-starlette (uvicorn) | Nchan (C) | pushsvc vs best Python "
             "peer | pushsvc vs Nchan |", "|---|---|---|---|---|---|---|"]
 
-    def row(name: str, key: str, scenario: str, lower: bool = False, shown: str | None = None) -> None:
+    def row(name: str, key: str, scenario: str, lower: bool = False, shown: str | None = None,
+            ratios: bool = True) -> None:
         found = {s: metrics(side.get(s, {}).get(scenario)) for s in SYSTEMS}
         cells = []
         for system in SYSTEMS:
@@ -65,8 +66,9 @@ def side_table(side: dict[str, dict], sizes: dict[str, int]) -> list[str]:
         peers = [found[p].get(key) for p in PEERS if isinstance(found[p].get(key), (int, float))]
         best = (min(peers) if lower else max(peers)) if peers else None
         ours = found["pushsvc"].get(key)
-        rows.append(f"| {name} | {' | '.join(cells)} | {_ratio(ours, best, lower)} | "
-                    f"{_ratio(ours, found['nchan'].get(key), lower)} |")
+        nchan = found["nchan"].get(key)
+        versus = [_ratio(ours, best, lower), _ratio(ours, nchan, lower)] if ratios else ["", ""]
+        rows.append(f"| {name} | {' | '.join(cells)} | {' | '.join(versus)} |")
 
     for size, n in sizes.items():
         row(f"unicast deliveries / server-CPU-s, 1,000/s, N = {n:,}", "per_cpu", f"unicast-rate-{size}")
@@ -79,14 +81,15 @@ def side_table(side: dict[str, dict], sizes: dict[str, int]) -> list[str]:
     for size, n in sizes.items():
         row(f"broadcast p99 (ms), N = {n:,}", "p99", f"broadcast-{size}", True, "p99_max")
     for size, n in sizes.items():
-        row(f"broadcast deliveries lost, N = {n:,}", "lost", f"broadcast-{size}", True)
+        row(f"broadcast deliveries lost, N = {n:,}", "lost", f"broadcast-{size}", True, ratios=False)
     for size in ("mid", "big"):
         row(f"RSS per idle stream, N = {sizes[size]:,} (KiB)", "rss_per_stream_kib", f"broadcast-{size}",
             True)
     small, mid = sizes["small"], sizes["mid"]
     row(f"unicast closed loop, deliveries / server-CPU-s, N = {small:,}", "per_cpu", "unicast-closed")
     row("batch of 100 per publish, deliveries / server-CPU-s", "per_cpu", "batch")
-    row(f"load generator CPU / server CPU, broadcast N = {mid:,}", "own_share", "broadcast-mid", True)
+    row(f"load generator CPU / server CPU, broadcast N = {mid:,}", "own_share", "broadcast-mid", True,
+        ratios=False)
     return rows
 
 
@@ -160,7 +163,8 @@ def report(parts: dict[str, dict | None]) -> str:
     lines = [BEGIN, "", intro(), ""]
     side = parts.get("side-by-side")
     if side:
-        lines += [header(side), "", *side_table(side["systems"], side["sizes"]), ""]
+        reruns = [f"Scenarios run again: {header(r)}" for r in side.get("reruns", [])]
+        lines += [header(side), *reruns, "", *side_table(side["systems"], side["sizes"]), ""]
     redis = parts.get("redis")
     if redis:
         mid = side["systems"] if side else {}
