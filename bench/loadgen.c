@@ -32,17 +32,18 @@
 #endif
 
 #define MARK_LEN 29          /* "@T" + 16 digits + ";S" + 8 digits + ";" */
-#define HIST_MS 120001       /* latency histogram: 1 ms buckets up to 120 s */
+#define HIST_STEP_US 100     /* latency histogram: 0.1 ms buckets up to 120 s */
+#define HIST_N 1200001
 #define MAX_PIDS 16
 #define MAX_SAMPLES 4096
 
 enum { S_CONNECTING, S_HEADERS, S_BODY, S_CLOSED };
 enum { P_CONNECTING, P_IDLE, P_SENDING, P_READING, P_DOWN };
-enum { MODE_NONE, MODE_BROADCAST, MODE_UNICAST, MODE_BATCH };
+enum { MODE_NONE, MODE_BROADCAST, MODE_UNICAST, MODE_BATCH, MODE_EXTERNAL };
 
 typedef struct {
     int fd;
-    uint8_t state, carry_len, ready, busy;
+    uint8_t state, carry_len, ready;
     uint32_t got;
     char *hdr;               /* header bytes until the blank line; freed after */
     uint16_t hdr_len;
@@ -68,6 +69,7 @@ static double rate = 0, duration = 10, drain = 30, settle = 1, connect_timeout =
 static long count = 0, window = 4, max_pending = 256, targets = 0;
 static int cpu_pids[MAX_PIDS], ncpu = 0, rss_pids[MAX_PIDS], nrss = 0;
 static const char *label = "";
+static const char *start_file = NULL;   /* external mode: created when the publish phase starts */
 
 /* ---- state ---- */
 static int ep;
@@ -75,7 +77,7 @@ static stream_t *streams;
 static pub_t *pubs;
 static uint32_t *per_event;  /* deliveries per sequence number */
 static long max_events = 4000000;
-static uint32_t hist[HIST_MS];
+static uint32_t hist[HIST_N];
 static long received, dupes, foreign, busy_count, closed_early, failed, ready_count, connected;
 static long sent_events, ok_events, pub_errors, pub_requests, next_seq, low_incomplete;
 static char rbuf[MARK_LEN + 262144];
@@ -166,16 +168,23 @@ static void watch(int fd, uint32_t events, long id, int op) {
     epoll_ctl(ep, op, fd, &ev);
 }
 
+/* Streams refused softly (event: busy) open again after RETRY_S, as a browser would after its retry:
+ * the connect time is until every stream is held. FIFO: every wait is the same. */
+#define RETRY_S 0.1
+static long *retry_q; static double *retry_t; static long retry_head, retry_tail;
 static long pending_connects, next_stream;
+static void open_stream(long i);
 static void start_streams(void) {
-    while (next_stream < nstreams && pending_connects < max_pending) {
-        long i = next_stream++;
-        stream_t *s = &streams[i];
-        s->fd = open_socket(i);
-        if (s->fd < 0) { s->state = S_CLOSED; failed++; continue; }
-        s->state = S_CONNECTING; pending_connects++;
-        watch(s->fd, EPOLLOUT, i, EPOLL_CTL_ADD);
-    }
+    while (retry_head < retry_tail && pending_connects < max_pending && retry_t[retry_head % nstreams] <= now_s())
+        open_stream(retry_q[retry_head++ % nstreams]);
+    while (next_stream < nstreams && pending_connects < max_pending) open_stream(next_stream++);
+}
+static void open_stream(long i) {
+    stream_t *s = &streams[i];
+    s->fd = open_socket(i);
+    if (s->fd < 0) { s->state = S_CLOSED; failed++; return; }
+    s->state = S_CONNECTING; pending_connects++;
+    watch(s->fd, EPOLLOUT, i, EPOLL_CTL_ADD);
 }
 
 static void stream_close(stream_t *s, int early) {
@@ -189,10 +198,10 @@ static inline void record(const char *m, long long t_now) {
     long long t = 0; long seq = 0;
     for (int k = 2; k < 18; k++) t = t * 10 + (m[k] - '0');
     for (int k = 20; k < 28; k++) seq = seq * 10 + (m[k] - '0');
-    long long ms = (t_now - t) / 1000;
-    if (ms < 0) ms = 0;
-    if (ms >= HIST_MS) ms = HIST_MS - 1;
-    hist[ms]++;
+    long long b = (t_now - t) / HIST_STEP_US;
+    if (b < 0) b = 0;
+    if (b >= HIST_N) b = HIST_N - 1;
+    hist[b]++;
     received++;
     if (seq < max_events) per_event[seq]++;
 }
@@ -245,7 +254,15 @@ static void stream_event(long i, uint32_t events) {
             if (!ok) { stream_close(s, 1); return; }
             s->state = S_BODY;
             data += body_at; n -= body_at;
-            if (n > 0 && memmem(data, n, "event: busy", 11)) { s->busy = 1; busy_count++; }
+            if (n > 0 && memmem(data, n, "event: busy", 11)) {
+                busy_count++;
+                if (retry_tail - retry_head < nstreams) {
+                    retry_q[retry_tail % nstreams] = i; retry_t[retry_tail % nstreams] = now_s() + RETRY_S;
+                    retry_tail++;
+                }
+                stream_close(s, 0); s->carry_len = 0; s->hdr_len = 0;
+                return;
+            }
             if (!s->ready) { s->ready = 1; if (!ready_path) ready_count++; }
             if (n <= 0) continue;
         }
@@ -279,10 +296,12 @@ static void pub_send(long k) {
         len += expand(body_buf + len, body_tpl, seq % targets, pl);
     }
     if (mode == MODE_BATCH) body_buf[len++] = ']';
+    char path[512];
+    expand(path, pub_path, p->first_seq % targets, "");   /* $I: a server that takes the target in the path */
     free(p->req);
-    p->req = malloc(len + 256);
+    p->req = malloc(len + 768);
     p->req_len = sprintf(p->req, "POST %s HTTP/1.1\r\nHost: %s:%d\r\nContent-Type: application/json\r\n"
-                         "Content-Length: %zu\r\n\r\n", pub_path, host, port, len);
+                         "Content-Length: %zu\r\n\r\n", path, host, port, len);
     memcpy(p->req + p->req_len, body_buf, len); p->req_len += len;
     p->req_off = 0; p->resp_len = 0; p->body_left = -1; p->events = nevents;
     sent_events += nevents; pub_requests++;
@@ -370,11 +389,12 @@ static void loop_once(int timeout_ms) {
     }
 }
 
-static long pct(long long total, double q) {
+/* The q-quantile in milliseconds (the upper edge of its 0.1 ms bucket); -1 with no samples. */
+static double pct(long long total, double q) {
     long long want = (long long)(total * q + 0.999999), seen = 0;
     if (total == 0) return -1;
-    for (long i = 0; i < HIST_MS; i++) { seen += hist[i]; if (seen >= want) return i; }
-    return HIST_MS - 1;
+    for (long i = 0; i < HIST_N; i++) { seen += hist[i]; if (seen >= want) return (i + 1) * HIST_STEP_US / 1000.0; }
+    return HIST_N * HIST_STEP_US / 1000.0;
 }
 
 static void on_signal(int sig) { (void)sig; stop_flag = 1; }
@@ -383,7 +403,8 @@ static void usage(void) {
     fprintf(stderr, "usage: ssebench --port P --streams N [--sub TPL] [--mode none|broadcast|unicast|batch]\n"
             "  [--body TPL] [--pub-path PATH] [--rate EV/S] [--count E] [--duration S] [--window W]\n"
             "  [--batch K] [--pub-conns C] [--targets T] [--sources K] [--ready PATH] [--cpu-pids a,b]\n"
-            "  [--rss-pids a,b] [--settle S] [--drain S] [--sample-every S] [--label L]\n"
+            "  [--rss-pids a,b] [--settle S] [--drain S] [--sample-every S] [--label L] [--start-file F]\n"
+            "external: another process publishes --count events once --start-file exists\n"
             "templates: $I = index, $D = 64-byte event data\n");
     exit(2);
 }
@@ -397,7 +418,8 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--streams")) nstreams = atoi(v);
         else if (!strcmp(a, "--sub")) sub_tpl = v;
         else if (!strcmp(a, "--mode")) mode = !strcmp(v, "broadcast") ? MODE_BROADCAST : !strcmp(v, "unicast")
-                 ? MODE_UNICAST : !strcmp(v, "batch") ? MODE_BATCH : MODE_NONE;
+                 ? MODE_UNICAST : !strcmp(v, "batch") ? MODE_BATCH
+                 : !strcmp(v, "external") ? MODE_EXTERNAL : MODE_NONE;
         else if (!strcmp(a, "--body")) body_tpl = v;
         else if (!strcmp(a, "--pub-path")) pub_path = v;
         else if (!strcmp(a, "--rate")) rate = atof(v);
@@ -417,10 +439,12 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--max-pending")) max_pending = atol(v);
         else if (!strcmp(a, "--sample-every")) sample_every = atof(v);
         else if (!strcmp(a, "--label")) label = v;
+        else if (!strcmp(a, "--start-file")) start_file = v;
         else usage();
         i++;
     }
-    if (mode != MODE_NONE && !body_tpl) usage();
+    if (mode != MODE_NONE && mode != MODE_EXTERNAL && !body_tpl) usage();
+    if (mode == MODE_EXTERNAL && (!start_file || count <= 0)) usage();
     if (targets <= 0) targets = nstreams > 0 ? nstreams : 1;
     signal(SIGPIPE, SIG_IGN); signal(SIGTERM, on_signal); signal(SIGINT, on_signal);
     struct rlimit rl; getrlimit(RLIMIT_NOFILE, &rl);
@@ -428,6 +452,7 @@ int main(int argc, char **argv) {
 
     ep = epoll_create1(EPOLL_CLOEXEC);
     streams = calloc(nstreams + 1, sizeof *streams);
+    retry_q = calloc(nstreams + 1, sizeof *retry_q); retry_t = calloc(nstreams + 1, sizeof *retry_t);
     pubs = calloc(pub_conns, sizeof *pubs);
     per_event = calloc(max_events, sizeof *per_event);
 
@@ -453,7 +478,7 @@ int main(int argc, char **argv) {
     t_ready = now_s() - t0;
     if (ready_path && ready_polled >= 0 && ready_count < ready_polled) ready_count = ready_polled;
     double cpu_c1 = server_cpu(), own_c1 = self_cpu();
-    for (int k = 0; k < pub_conns && mode != MODE_NONE; k++) pub_connect(k);
+    for (int k = 0; k < pub_conns && mode != MODE_NONE && mode != MODE_EXTERNAL; k++) pub_connect(k);
     double t_settle = now_s();
     while (!stop_flag && now_s() - t_settle < settle) loop_once(20);
     long rss1 = server_rss_kb();
@@ -466,7 +491,16 @@ int main(int argc, char **argv) {
     double cpu_p0 = server_cpu(), own_p0 = self_cpu(), p0 = now_s(), last_sent = p0, last_sample = p0;
     long samples[MAX_SAMPLES]; double sample_t[MAX_SAMPLES]; int nsamples = 0;
     long expected_each = mode == MODE_BROADCAST ? holding : 1;
-    if (mode != MODE_NONE) {
+    if (mode == MODE_EXTERNAL) {
+        /* Another process publishes --count events, one marker each, once the start file exists. */
+        FILE *f = fopen(start_file, "w"); if (f) { fputs("go\n", f); fclose(f); }
+        double hard_end = p0 + duration + drain;
+        while (!stop_flag && received < count) {
+            if (now_s() > hard_end) { timed_out = 1; break; }
+            loop_once(20);
+        }
+        sent_events = ok_events = count;
+    } else if (mode != MODE_NONE) {
         if (count == 0 && mode == MODE_BROADCAST && rate > 0) count = (long)(rate * duration);
         double p_end = p0 + duration;
         /* A server that stops answering (out of descriptors, say) must not hold the run forever. */
@@ -504,8 +538,10 @@ int main(int argc, char **argv) {
             for (long k = 0; k < pub_conns; k++) idle_pub |= pubs[k].state == P_IDLE;
             /* When every publisher waits for an answer, epoll wakes us on it: never spin. */
             if (rate > 0 && more && idle_pub) {
-                double due = p0 + (next_seq) / rate;
-                timeout = (int)((due - now_s()) * 1000); if (timeout < 0) timeout = 0; if (timeout > 20) timeout = 20;
+                double due = p0 + next_seq / rate;   /* when next_seq is allowed out */
+                /* Rounded up: at 1,000/s a rounded-down wait is 0 ms almost always, and the generator spins. */
+                double wait_ms = (due - now_s()) * 1000;
+                timeout = wait_ms <= 0 ? 0 : (int)wait_ms + 1; if (timeout > 20) timeout = 20;
             }
             loop_once(timeout);
         }
@@ -532,12 +568,13 @@ int main(int argc, char **argv) {
     printf("\"mode\":\"%s\",\"requests\":%ld,\"events\":%ld,\"events_ok\":%ld,\"publish_errors\":%ld,"
            "\"expected\":%ld,\"received\":%ld,\"lost\":%ld,\"duplicates\":%ld,\"streams_short\":%ld,"
            "\"closed_early\":%ld,\"foreign_marks\":%ld,\"timed_out\":%d,\"planned\":%ld,",
-           mode == MODE_BROADCAST ? "broadcast" : mode == MODE_UNICAST ? "unicast" : mode == MODE_BATCH ? "batch" : "none",
+           mode == MODE_BROADCAST ? "broadcast" : mode == MODE_UNICAST ? "unicast" : mode == MODE_BATCH ? "batch"
+           : mode == MODE_EXTERNAL ? "external" : "none",
            pub_requests, sent_events, ok_events, pub_errors, expected, received,
            expected > received ? expected - received : 0, dupes, streams_short, closed_early, foreign,
            timed_out, count);
     printf("\"wall_s\":%.3f,\"server_cpu_s\":%.3f,\"own_cpu_s\":%.3f,\"per_server_cpu_s\":%.1f,\"per_wall_s\":%.1f,"
-           "\"p50_ms\":%ld,\"p90_ms\":%ld,\"p99_ms\":%ld,\"max_ms\":%ld,\"rss_samples\":[",
+           "\"p50_ms\":%.1f,\"p90_ms\":%.1f,\"p99_ms\":%.1f,\"max_ms\":%.1f,\"rss_samples\":[",
            p_wall, server_c, own_p1 - own_p0, server_c > 0 ? received / server_c : 0.0,
            p_wall > 0 ? received / p_wall : 0.0, pct(received, 0.5), pct(received, 0.9), pct(received, 0.99),
            pct(received, 1.0));

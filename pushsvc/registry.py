@@ -10,28 +10,78 @@ from __future__ import annotations
 import bisect
 import logging
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from gevent.queue import Full, Queue
+from gevent import get_hub
+from gevent.hub import Waiter
+from gevent.queue import Empty, Full
 
 from .model import ClientInfo, Frame, Target
 
 log = logging.getLogger(__name__)
 
+#: Connections the housekeeping handles in one go. Each heartbeat it queues wakes a stream, and every
+#: woken stream writes before the loop reads a socket again: 10,000 beats at once held the loop for
+#: about 200 ms (a unicast p99 of 65 ms at 10,000 streams). A slice of 128 holds it for a few ms.
+HOUSEKEEPING_SLICE = 128
+
+
+class FrameQueue:
+    """A bounded queue with one reader: what a stream needs of ``gevent.queue.Queue``, in a third of the
+    memory (one deque instead of three: a stream's queue was 2.5 of its 20 KiB).
+
+    ``put_nowait`` raises ``gevent.queue.Full`` when full and never switches greenlets; ``get`` waits
+    for a frame (several readers at once are not supported: a connection has one stream).
+    """
+
+    __slots__ = ("_frames", "_maxsize", "_waiter")
+
+    def __init__(self, maxsize: int):
+        self._frames: deque[Frame] = deque()
+        self._maxsize = maxsize
+        self._waiter: Waiter | None = None
+
+    def qsize(self) -> int:
+        return len(self._frames)
+
+    def put_nowait(self, frame: Frame) -> None:
+        if len(self._frames) >= self._maxsize:
+            raise Full
+        self._frames.append(frame)
+        waiter, self._waiter = self._waiter, None
+        if waiter is not None:
+            # Woken from the hub, like gevent's own queue: the publisher goes on with its loop first.
+            get_hub().loop.run_callback(waiter.switch, None)
+
+    def get_nowait(self) -> Frame:
+        if not self._frames:
+            raise Empty
+        return self._frames.popleft()
+
+    def get(self) -> Frame:
+        while not self._frames:
+            waiter = self._waiter = Waiter()
+            try:
+                waiter.get()
+            finally:
+                if self._waiter is waiter:  # left by a timeout or a kill, not by a frame
+                    self._waiter = None
+        return self._frames.popleft()
+
 
 class Connection:
     """One open stream. ``cut`` ends it from outside (shuts its socket down), whatever it is doing."""
 
-    __slots__ = ("client_id", "cut", "dead", "groups", "opened", "queue", "sent", "skip_until",
+    __slots__ = ("beat_at", "client_id", "cut", "dead", "groups", "opened", "queue", "sent", "skip_until",
                  "writing_since")
 
     def __init__(self, client_id: str, groups: Iterable[str] = (), *, queue_size: int,
                  cut: Callable[[], None] | None = None):
         self.client_id = client_id
         self.groups = tuple(dict.fromkeys(groups))
-        self.queue: Queue = Queue(maxsize=queue_size)
+        self.queue = FrameQueue(queue_size)
         self.cut = cut or (lambda: None)
         self.opened = time.monotonic()
         self.sent = 0
@@ -41,6 +91,8 @@ class Connection:
         self.skip_until: Any = None
         # Set while the server is writing to this connection's socket; the watchdog reads it.
         self.writing_since: float | None = None
+        # When the housekeeping queues this connection's next heartbeat (None: from ``opened``).
+        self.beat_at: float | None = None
 
     def __repr__(self) -> str:
         return f"Connection({self.client_id!r}, groups={self.groups})"
@@ -172,6 +224,36 @@ class Registry:
         except OSError:
             log.debug("socket of %s already gone", conn.client_id)
         self._on_slow(conn, reason)
+
+    def housekeep(self, frame: Frame, *, every: float, write_timeout: float,
+                  clock: Callable[[], float] = time.monotonic) -> Iterator[int]:
+        """One pass over every connection, :data:`HOUSEKEEPING_SLICE` at a time: cut off those stuck in
+        a write for longer than ``write_timeout`` seconds, and queue ``frame`` on those whose heartbeat is
+        due (``every`` seconds after the last one, the first ``every`` after it opened).
+
+        Each connection keeps its own beat, so streams opened in one storm are not all woken in the same
+        pass again and again. Yields the slice's heartbeats after each slice: the caller pauses there so
+        the loop serves sockets (and the streams just woken) before the next slice.
+        """
+        conns = list(self.connections)
+        for start in range(0, len(conns), HOUSEKEEPING_SLICE):
+            now = clock()
+            due, stuck = [], []
+            for conn in conns[start:start + HOUSEKEEPING_SLICE]:
+                if conn.dead or conn not in self.connections:
+                    continue  # gone during an earlier slice's pause
+                if conn.writing_since is not None and now - conn.writing_since > write_timeout:
+                    stuck.append(conn)
+                    continue
+                beat_at = conn.opened + every if conn.beat_at is None else conn.beat_at
+                if beat_at <= now:
+                    due.append(conn)
+                    beat_at = now + every
+                conn.beat_at = beat_at
+            for conn in stuck:
+                self.drop(conn, "write timeout")
+            self._queue(due, frame)
+            yield len(due)
 
     def stalled(self, now: float, timeout: float) -> list[Connection]:
         """Connections stuck in one socket write for longer than ``timeout`` seconds."""

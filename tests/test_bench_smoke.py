@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import json
 import subprocess
+import threading
+import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -65,3 +68,36 @@ def test_a_refused_publish_is_counted_not_delivered(loadgen: Path, bench_server:
     result = run(loadgen, bench_server, "--streams", "5", "--mode", "unicast", "--body", '{"to":"c$I"}',
                  "--count", "3")
     assert result["publish_errors"] == 3 and result["events_ok"] == result["received"] == 0
+
+
+def test_a_fixed_rate_is_kept_without_spinning(loadgen: Path, bench_server: Gunicorn) -> None:
+    result = run(loadgen, bench_server, "--streams", "20", "--mode", "unicast", "--body", BODY["unicast"],
+                 "--rate", "200", "--duration", "1", "--pub-conns", "4")
+    # Open loop: never more than the rate allows, and the generator sleeps between publishes.
+    assert 0 < result["events_ok"] <= 201
+    assert result["received"] == result["events_ok"] and result["lost"] == 0
+    assert result["own_cpu_s"] < 0.5
+
+
+def test_an_external_publisher_is_counted(loadgen: Path, bench_server: Gunicorn, tmp_path: Path) -> None:
+    start = tmp_path / "go"
+    marks = [f"@T{time.monotonic_ns() // 1000:016d};S{seq:08d};" for seq in range(5)]
+    publisher = threading.Thread(target=publish_when, args=(start, bench_server.port, marks), daemon=True)
+    publisher.start()
+    result = run(loadgen, bench_server, "--streams", "5", "--mode", "external", "--count", "5",
+                 "--start-file", str(start), "--sub", "/sse/subscribe/c$I", "--duration", "20")
+    publisher.join(timeout=30)
+    assert result["received"] == result["expected"] == 5 and result["lost"] == result["timed_out"] == 0
+
+
+def publish_when(start: Path, port: int, marks: list[str]) -> None:
+    """Publish one marker to each stream c<i> once the load generator has created ``start``."""
+    deadline = time.monotonic() + 30
+    while not start.exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    for index, mark in enumerate(marks):
+        body = json.dumps({"to": f"c{index}", "data": mark}).encode()
+        request = urllib.request.Request(f"http://127.0.0.1:{port}/sse/publish", body,
+                                         {"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=10):
+            pass
