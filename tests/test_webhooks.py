@@ -62,13 +62,6 @@ def test_memory_broker_webhook_retries_until_the_receiver_takes_it(log):
         assert 'pushsvc_presence_transitions_total{scope="client",type="online"} 2.0' in metrics
 
 
-@pytest.fixture(scope="module")
-def redis_server() -> Iterator[RedisServer]:
-    redis = RedisServer().start()
-    try:
-        yield redis
-    finally:
-        redis.cleanup()
 
 
 def test_two_masters_report_each_transition_once_and_a_failing_receiver_gets_every_one(log, redis_server):

@@ -15,6 +15,8 @@ from typing import Any
 from urllib.parse import unquote
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 from redis.sentinel import Sentinel, SentinelConnectionPool
 
 from ...config import SENTINEL_SCHEMES, ConfigError
@@ -102,6 +104,15 @@ def connect(url: str, *, blocking: bool, **options: Any) -> redis.Redis:
     pool_class = BlockingSentinelPool if blocking else SentinelConnectionPool
     return sentinel.master_for(target.master, connection_pool_class=pool_class, db=target.db,
                                username=target.username, password=target.password, **options)
+
+
+def blocking_reader(url: str, *, name: str, block_seconds: float, connect_timeout: float) -> redis.Redis:
+    """A client with a pool of its own and one connection, for blocking reads (``XREAD BLOCK``): it must
+    never wait for, or hold, a connection of the shared pool. Its socket timeout outlasts a blocking read;
+    no retries (a lost read is read again from its last id by its owner). It connects on first use."""
+    return connect(url, blocking=False, max_connections=1, socket_connect_timeout=connect_timeout,
+                   socket_timeout=block_seconds + 5, socket_keepalive=True, retry=Retry(NoBackoff(), 0),
+                   client_name=name)
 
 
 def server_address(client: redis.Redis) -> str | None:

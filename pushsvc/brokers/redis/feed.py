@@ -21,11 +21,9 @@ from typing import Any
 import gevent
 import redis
 from gevent.pool import Pool
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 
 from ...transitions import BATCH, Consumer, Tracking, Transition, client_transitions, group_transitions
-from .connect import connect
+from .connect import blocking_reader
 from .schema import Keys
 from .transitions import parse_entry
 
@@ -50,11 +48,8 @@ class Feed:
         self.keys = keys
         self.worker = worker
         self.tracking = tracking
-        # Its own connection for the blocking reads, to the server the URL names (or Sentinel's master).
-        self.blocking = connect(
-            url, blocking=False, max_connections=1, socket_connect_timeout=connect_timeout,
-            socket_timeout=BLOCK_MS / 1000 + 5, socket_keepalive=True, retry=Retry(NoBackoff(), 0),
-            client_name=f"pushsvc-presence:{worker}")
+        self.blocking = blocking_reader(url, name=f"pushsvc-presence:{worker}", block_seconds=BLOCK_MS / 1000,
+                                        connect_timeout=connect_timeout)
         self.pools = {c.name: Pool(c.concurrency) for c in tracking.consumers}
         self.last_id: str | None = None
         self._greenlet: gevent.Greenlet | None = None

@@ -25,11 +25,9 @@ from typing import Any
 
 import gevent
 import redis
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 
 from ...model import Frame, Target
-from .connect import connect
+from .connect import blocking_reader
 from .schema import Keys, decode_target, entry_frame, stream_id_tuple
 
 log = logging.getLogger(__name__)
@@ -58,10 +56,8 @@ class Reader:
         # A pool of its own with one connection: the blocking read must never wait for, or hold, a
         # connection of the shared pool. It connects on first use, in the reader's greenlet, so building
         # a reader never fails or blocks while Redis is down (a worker respawned during an outage).
-        self.redis = connect(
-            url, blocking=False, max_connections=1, socket_connect_timeout=connect_timeout,
-            socket_timeout=BLOCK_MS / 1000 + 5, socket_keepalive=True, retry=Retry(NoBackoff(), 0),
-            client_name=f"pushsvc-reader:{worker}")
+        self.redis = blocking_reader(url, name=f"pushsvc-reader:{worker}", block_seconds=BLOCK_MS / 1000,
+                                     connect_timeout=connect_timeout)
         # (generation, newest stream id), asked on the broker's fast-failing pool: this connection's
         # long timeout is for the blocking read, and must not hold a starting worker for seconds.
         self._head = head
