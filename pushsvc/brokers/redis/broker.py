@@ -32,6 +32,7 @@ from ...transitions import Tracking
 from ..base import Broker, NotReplicated
 from .check import check_url
 from .clock import RedisClock
+from .coalesce import Coalesced
 from .connect import connect, is_sentinel, server_address
 from .errors import UNAVAILABLE, unavailable
 from .history import RedisHistory
@@ -97,6 +98,8 @@ class RedisBroker(Broker):
         self._publish = self.redis.register_script(PUBLISH)
         self.history = RedisHistory(self.redis, self.keys, ttl_ms=self.ttl_ms, follow=self.follow)
         self._head = self.redis.register_script(HEAD)
+        # The subscribes of a connect storm share one head lookup per round trip (see .coalesce).
+        self._shared_head = Coalesced(self.head)
         self.registry: Registry | None = None
         self._pid: int | None = None
         self.worker = ""
@@ -146,7 +149,7 @@ class RedisBroker(Broker):
         """
         self._serve()
         try:
-            generation, last = self.head()
+            generation, last = self._shared_head()
         except UNAVAILABLE as error:
             log.info("head of the stream unknown for %s: %s", conn.client_id, error)
             raise unavailable(error) from error
