@@ -29,7 +29,7 @@ from ...config import Settings
 from ...model import ClientInfo, Message, Published, Replay
 from ...registry import Connection, Registry
 from ...transitions import Tracking
-from ..base import Broker, NotReplicated
+from ..base import Broker
 from .check import check_url
 from .clock import RedisClock
 from .coalesce import Coalesced
@@ -40,6 +40,7 @@ from .idempotency import RedisIdempotency
 from .lifecycle import RedisTracking
 from .presence import PRESENCE_REFRESH_SECONDS, Presence
 from .reader import CANARY_INTERVAL_SECONDS, Reader, write_canary
+from .replicas import WAIT_TIMEOUT_MS, publish_replicated
 from .schema import (
     DEFAULT_NAMESPACE,
     Keys,
@@ -63,11 +64,6 @@ COMMAND_TIMEOUT_SECONDS = 0.7
 # A publish script that Redis starts later than this after it was sent stores nothing (clock.py): well
 # inside the command timeout, so a publish answered 503 is never delivered later.
 PUBLISH_DEADLINE_SECONDS = 0.4
-# With PUSHSVC_REDIS_MIN_REPLICAS, how long a publish waits for its replicas (Redis WAIT) before it is
-# answered 503. The script's deadline is brought forward by half of it, so that the deadline and the wait
-# together (0.5 s) stay as far inside the command timeout as the deadline alone: an answer that comes
-# back after the timeout would be a 503 that says nothing was stored.
-WAIT_TIMEOUT_MS = 200
 
 class RedisBroker(Broker):
     name = "redis"
@@ -275,25 +271,10 @@ class RedisBroker(Broker):
         return results
 
     def _store(self, args: list[Any]) -> Any:
-        """Run the publish script; with replicas required, ``WAIT`` for them on the same connection, in
-        the same round trip (WAIT counts the replicas that have this connection's last write)."""
         keys = [self.keys.stream, self.keys.generation, self.keys.workers, self.keys.epoch]
         if not self.min_replicas:
             return self._publish(keys=keys, args=args)
-        for _ in range(2):
-            pipe = self.redis.pipeline(transaction=False)
-            pipe.evalsha(self._publish.sha, len(keys), *keys, *args)
-            pipe.execute_command("WAIT", self.min_replicas, WAIT_TIMEOUT_MS)
-            reply, acked = pipe.execute(raise_on_error=False)
-            if not isinstance(reply, redis.exceptions.NoScriptError):
-                break
-            self.redis.script_load(PUBLISH)  # a new master (failover) has not seen the script yet
-        for result in (reply, acked):
-            if isinstance(result, Exception):
-                raise result
-        if acked < self.min_replicas:
-            raise NotReplicated(f"{acked} of {self.min_replicas} replicas confirmed in {WAIT_TIMEOUT_MS} ms")
-        return reply
+        return publish_replicated(self.redis, self._publish, keys, args, self.min_replicas)
 
     def replay(self, last_id: str, client_id: str, groups: Sequence[str]) -> Replay:
         return self.history.replay(last_id, client_id, groups)
