@@ -71,6 +71,7 @@ def open_stream(conn: Connection, *, broker: Broker, registry: Registry, stats: 
         yield refuse("broker unavailable", last_event_id)
         return
     registry.add(conn)
+    broker.on_registered(conn)
     unwatch = peer.watch(lambda: _hung_up(registry, conn)) if peer is not None else None
     stats.connections_opened += 1
     log.info("connect %s groups=%s worker=%s resume=%s", conn.client_id, ",".join(conn.groups),

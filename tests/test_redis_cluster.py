@@ -150,3 +150,15 @@ def test_killed_worker_clients_resume_elsewhere_and_vanish_from_presence(cluster
     assert wait_for(lambda: fresh_get(cluster, f"/sse/clients/{ghost}").status_code == 404,
                     deadline - time.monotonic())
     assert wait_for(lambda: fresh_get(cluster, "/sse/clients/survivor").json()["connections"] == 1, 5)
+
+
+def test_a_publish_right_after_a_stream_opened_counts_it_on_any_worker(cluster, streams, redis_server):
+    # The stream's first byte leaves only once its worker's presence write is in Redis, so a publish that
+    # another worker answers right after it (the backend told "the page is open") counts it.
+    for i in range(30):
+        stream = streams.raw(f"/sse/subscribe/counted-{i}")
+        assert stream.read_until(b"retry:")
+        reply = fresh_post(cluster, "/sse/publish", json={"to": f"counted-{i}", "data": "x"})
+        assert reply.status_code == 202 and reply.json()["online"] == 1, (i, reply.text)
+        assert stream.read_until(b"data: x\n", 5)
+        stream.close()

@@ -78,6 +78,14 @@ class Broker(ABC):
         """
         return None
 
+    def on_registered(self, conn: Connection) -> None:
+        """The stream is in the registry, its first byte not yet sent: return once every worker's
+        ``online`` counts it (a publish right after the browser saw the stream open must count it).
+
+        The memory broker counts its registry, so it has nothing to wait for.
+        """
+        return None
+
     @abstractmethod
     def publish(self, messages: Sequence[Message]) -> list[Published]:
         """Store and send ``messages`` in order, all or none.

@@ -151,6 +151,13 @@ class RedisBroker(Broker):
             raise unavailable(error) from error
         return event_key(generation, last)
 
+    def on_registered(self, conn: Connection) -> None:
+        """Wait for the presence write that includes the stream (one round trip, shared by a storm's
+        streams; a Redis too slow for it delays the stream a command timeout at most)."""
+        if not self.presence.written(COMMAND_TIMEOUT_SECONDS):
+            log.info("presence of %s not written yet in worker %s; streaming anyway", conn.client_id,
+                     self.worker)
+
     def head(self) -> tuple[str, str]:
         """The stream's generation and newest stream id, on the fast-failing pool."""
         generation, last = self._head(keys=[self.keys.stream, self.keys.generation, self.keys.epoch],

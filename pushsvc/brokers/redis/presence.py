@@ -9,9 +9,11 @@ that dies without a word is gone from every count once its hashes expire.
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 import gevent
+import gevent.event
 import redis
 
 from ...model import ClientInfo, Target
@@ -37,6 +39,10 @@ class Presence:
         self._dirty_clients: set[str] = set()
         self._dirty_groups: set[str] = set()
         self._flush_pending = False
+        # Changes seen and changes written, counted, so a stream can wait until its own is in Redis.
+        self._changes = 0
+        self._written = 0
+        self._progress = gevent.event.Event()
         # Rewrite everything at the next chance (first write, or after a failed one or a lost Redis).
         self._full = True
         self._script = client.register_script(PRESENCE)
@@ -61,6 +67,7 @@ class Presence:
         self.registry = None
 
     def _on_change(self, what: str, conn: Connection) -> None:
+        self._changes += 1
         self._dirty_clients.add(conn.client_id)
         self._dirty_groups.update(conn.groups)
         if not self._flush_pending:
@@ -72,12 +79,27 @@ class Presence:
         # however many clients connect at once, and at most one round trip late.
         try:
             while self._dirty_clients or self._dirty_groups or self.needs_sync:
+                upto = self._changes
                 self.flush()
+                self._written = upto
+                self._progress.set()
+                self._progress = gevent.event.Event()
         except redis.RedisError as error:
             log.warning("presence of worker %s not written (%s); retrying at the next refresh",
                         self.worker, error)
         finally:
             self._flush_pending = False
+
+    def written(self, timeout: float) -> bool:
+        """Wait (``timeout`` seconds at most) until every change seen so far is in Redis, so that any
+        worker's count includes a stream that has just registered."""
+        target = self._changes
+        deadline = time.monotonic() + timeout
+        while self._written < target:
+            left = deadline - time.monotonic()
+            if left <= 0 or not self._progress.wait(left):
+                return False
+        return True
 
     # -- writing this worker's share ------------------------------------------------------------------
 
