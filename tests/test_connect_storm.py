@@ -79,7 +79,7 @@ def test_callers_share_a_call_but_never_get_an_answer_older_than_their_question(
         gevent.sleep(0.01)  # a round trip, during which more callers arrive
         return calls[-1]
 
-    shared = Coalesced(ask)
+    shared = Coalesced(ask, cooperative=True)
     first = [gevent.spawn(shared) for _ in range(50)]
     gevent.sleep(0.001)  # the first call is on its way
     later = [gevent.spawn(shared) for _ in range(50)]
@@ -99,7 +99,7 @@ def test_an_error_reaches_every_caller_of_its_round_and_the_next_round_calls_aga
             raise answer
         return answer
 
-    shared = Coalesced(ask)
+    shared = Coalesced(ask, cooperative=True)
     failed = [gevent.spawn(shared) for _ in range(5)]
     gevent.joinall(failed, timeout=5)
     assert all(isinstance(g.exception, RuntimeError) for g in failed)

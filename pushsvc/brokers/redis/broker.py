@@ -22,6 +22,7 @@ from typing import Any
 import gevent
 import gevent.event
 import redis
+from gevent.monkey import is_module_patched
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
@@ -153,8 +154,9 @@ class RedisBroker(Broker):
 
     def on_registered(self, conn: Connection) -> None:
         """Wait for the presence write that includes the stream (one round trip, shared by a storm's
-        streams; a Redis too slow for it delays the stream a command timeout at most)."""
-        if not self.presence.written(COMMAND_TIMEOUT_SECONDS):
+        streams; a Redis too slow for it delays the stream a command timeout at most). Only where
+        sockets cooperate: unpatched, the reader's blocking read would hold the waiting thread."""
+        if is_module_patched("socket") and not self.presence.written(COMMAND_TIMEOUT_SECONDS):
             log.info("presence of %s not written yet in worker %s; streaming anyway", conn.client_id,
                      self.worker)
 

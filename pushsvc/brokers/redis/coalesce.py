@@ -14,6 +14,7 @@ from typing import Generic, TypeVar
 
 import gevent
 from gevent.event import AsyncResult
+from gevent.monkey import is_module_patched
 
 T = TypeVar("T")
 
@@ -21,12 +22,20 @@ T = TypeVar("T")
 class Coalesced(Generic[T]):
     """``call()`` runs ``fn`` (in a greenlet of its own) for every caller waiting since the last run."""
 
-    def __init__(self, fn: Callable[[], T]):
+    def __init__(self, fn: Callable[[], T], *, cooperative: bool | None = None):
         self._fn = fn
+        # Whether sockets yield to the hub (None: ask gevent's patching at each call, as a gunicorn gevent
+        # worker patches after the broker may have been built).
+        self._cooperative = cooperative
         self._waiting: AsyncResult | None = None
         self._running = False
 
     def __call__(self) -> T:
+        cooperative = self._cooperative
+        if not (is_module_patched("socket") if cooperative is None else cooperative):
+            # Unpatched, a call blocks the thread: nobody else can ask meanwhile, and a wait would let
+            # the hub run greenlets that block in their own reads (a reader's XREAD) instead.
+            return self._fn()
         result = self._waiting
         if result is None:
             result = self._waiting = AsyncResult()
