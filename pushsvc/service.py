@@ -1,9 +1,8 @@
 """The facade: admission, publish, close, presence, and the worker's life cycle. No Flask here.
 
-One :class:`Service` per application per worker process. It starts lazily, in the worker, on first use:
-the broker's delivery and one housekeeping greenlet that sends heartbeats and cuts off stalled sockets.
-Every subscribe is decided here, in :meth:`Service.subscribe` (credentials in, a :class:`Subscription`
-out); the HTTP layer only renders the answer.
+One :class:`Service` per application per worker process, started lazily in the worker: the broker's
+delivery and a housekeeping greenlet (heartbeats, stalled sockets). Every subscribe is decided in
+:meth:`Service.subscribe`; the HTTP layer only renders the answer.
 """
 
 from __future__ import annotations
@@ -38,8 +37,7 @@ from .stream import Peer, open_stream
 log = logging.getLogger(__name__)
 
 HEARTBEAT_FRAME = Frame(wire.HEARTBEAT)
-# A timer, not sleep(0): the loop must poll its sockets between two housekeeping slices.
-SLICE_PAUSE_SECONDS = 0.001
+SLICE_PAUSE_SECONDS = 0.001  # a timer, not sleep(0): the loop polls its sockets between two slices
 NO_CREDENTIALS = Credentials()
 
 

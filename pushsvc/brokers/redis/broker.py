@@ -153,12 +153,10 @@ class RedisBroker(Broker):
         return event_key(generation, last)
 
     def on_registered(self, conn: Connection) -> None:
-        """Wait for the presence write that includes the stream (one round trip, shared by a storm's
-        streams; a Redis too slow for it delays the stream a command timeout at most). Only where
-        sockets cooperate: unpatched, the reader's blocking read would hold the waiting thread."""
+        """Wait (a command timeout at most) for the presence write that includes the stream; only where
+        sockets cooperate (unpatched, the reader's blocking read would hold the waiting thread)."""
         if is_module_patched("socket") and not self.presence.written(COMMAND_TIMEOUT_SECONDS):
-            log.info("presence of %s not written yet in worker %s; streaming anyway", conn.client_id,
-                     self.worker)
+            log.info("presence of %s not written yet in worker %s", conn.client_id, self.worker)
 
     def head(self) -> tuple[str, str]:
         """The stream's generation and newest stream id, on the fast-failing pool."""
@@ -168,9 +166,8 @@ class RedisBroker(Broker):
 
     def _serve(self) -> None:
         """Start what a worker that serves streams needs: the reader, the canary, presence. Once."""
-        # Set before any I/O: the reader finds the stream's head in start(), a greenlet switch during
-        # which a second call would otherwise start a second reader (and every event would arrive twice).
-        # Callers meanwhile wait for that first start (bounded by the pool's timeouts), so the first
+        # Set before any I/O: during the reader's start() a second call would start a second reader (every
+        # event twice). Callers wait for that first start (bounded by the pool's timeouts), so the first
         # subscribes of a fresh worker are served, not refused.
         if self.registry is None:
             return
