@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from .helpers import wait_for
+from .servers import Gunicorn
 
 
 class HookLog:
@@ -46,3 +49,14 @@ def presence_env(log: HookLog, *, grace: float = 1.0, **extra: str) -> dict[str,
 
 
 PRESENCE_APP = "tests.apps.presence_app:app"
+
+
+@contextlib.contextmanager
+def presence_server(**extra: str) -> Iterator[tuple[Gunicorn, HookLog]]:
+    """The presence app under gunicorn with its own hook log (removed afterwards) and ``extra`` settings."""
+    log = HookLog()
+    try:
+        with Gunicorn(app=PRESENCE_APP, env=presence_env(log, **extra)) as server:
+            yield server, log
+    finally:
+        log.remove()

@@ -16,20 +16,15 @@ from pushsvc.hooks import Hooks
 from pushsvc.service import Service
 
 from .helpers import wait_for
-from .hooklog import PRESENCE_APP, HookLog, presence_env
+from .hooklog import HookLog, presence_server
 from .servers import Gunicorn, RedisServer
 from .sse import RawStream
 
 
 @pytest.fixture(scope="module")
 def tight() -> Iterator[tuple[Gunicorn, HookLog]]:
-    log = HookLog()
-    env = presence_env(log, PUSHSVC_QUEUE_SIZE="20", PUSHSVC_MAX_MESSAGE_BYTES="1000000")
-    try:
-        with Gunicorn(app=PRESENCE_APP, env=env) as server:
-            yield server, log
-    finally:
-        log.remove()
+    with presence_server(PUSHSVC_QUEUE_SIZE="20", PUSHSVC_MAX_MESSAGE_BYTES="1000000") as running:
+        yield running
 
 
 def test_a_client_cut_off_for_being_slow_ends_with_slow(tight):

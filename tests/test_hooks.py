@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from .helpers import BROKERS, assert_next_is_marker, publisher, wait_for
-from .hooklog import PRESENCE_APP, HookLog, presence_env
+from .hooklog import PRESENCE_APP, HookLog, presence_env, presence_server
 from .servers import Gunicorn, RedisServer
 from .sse import RawStream
 
@@ -141,13 +141,8 @@ def test_presence_is_a_reserved_event_name_and_the_switch_is_checked(hosted):
 
 @pytest.fixture(scope="module")
 def misbehaving() -> Iterator[tuple[Gunicorn, HookLog]]:
-    log = HookLog()
-    env = presence_env(log, PRESENCE_MISBEHAVE="1")
-    try:
-        with Gunicorn(app=PRESENCE_APP, env=env) as server:
-            yield server, log
-    finally:
-        log.remove()
+    with presence_server(PRESENCE_MISBEHAVE="1") as running:
+        yield running
 
 
 def test_hooks_that_raise_or_block_delay_no_stream_no_publish_and_no_other_hook(misbehaving):
