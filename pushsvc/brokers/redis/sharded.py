@@ -19,12 +19,13 @@ import zlib
 from collections.abc import Sequence
 from typing import Any
 
+import gevent.event
 import redis
 
 from ...config import ConfigError, Settings
 from ...model import Message, Published, Replay, Target
 from ...registry import Connection, Registry
-from .broker import CONNECT_TIMEOUT_SECONDS, PUBLISH_DEADLINE_SECONDS, RedisBroker
+from .broker import RedisBroker
 from .cluster_url import parse_cluster_url
 from .coalesce import Coalesced
 from .errors import UNAVAILABLE, unavailable
@@ -33,6 +34,7 @@ from .reader import Reader, write_canary
 from .schema import Keys, encode_target, event_id, event_key
 from .shard_history import ShardHistory
 from .shard_scripts import COUNT, HEAD, STORE
+from .timeouts import COMMAND_TIMEOUT_SECONDS, CONNECT_TIMEOUT_SECONDS, PUBLISH_DEADLINE_SECONDS
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +59,7 @@ class ShardedBroker(RedisBroker):
         self.fanout = FanOut(self.redis, self.keys, self.shard_keys, store=self._store_on,
                              clock=lambda: self.clock.deadline_ms(0))
         self.readers: dict[int, Reader] = {}
+        self._reading: dict[int, gevent.event.Event] = {}  # set once the shard's reader took its head
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ShardedBroker:
@@ -97,21 +100,32 @@ class ShardedBroker(RedisBroker):
         """Readers start per shard, with the first stream of the shard (:meth:`_shard_reader`)."""
 
     def _shard_reader(self, shard: int) -> None:
-        if shard in self.readers or self.registry is None:
+        """Start reading ``shard`` in this worker, once. A stream of the shard takes its head only after
+        the reader took its own (as the base waits for its reader): else an event between the two heads
+        would be after the stream's and before the reader's, read by nobody."""
+        if self.registry is None:
             return
+        started = self._reading.get(shard)
+        if started is not None:
+            started.wait(CONNECT_TIMEOUT_SECONDS + COMMAND_TIMEOUT_SECONDS)
+            return
+        started = self._reading[shard] = gevent.event.Event()
         registry = self.registry
 
         def dispatch(target: Target, frame: Any) -> int:
             return registry.dispatch(target, frame, shard)
 
-        reader = self.readers[shard] = Reader(self.url, self.shard_keys[shard], self.worker, dispatch,
-                                              head=lambda: self.shard_head(shard),
-                                              connect_timeout=CONNECT_TIMEOUT_SECONDS)
-        reader.start()
+        reader = Reader(self.url, self.shard_keys[shard], self.worker, dispatch,
+                        head=lambda: self.shard_head(shard), connect_timeout=CONNECT_TIMEOUT_SECONDS)
+        try:
+            reader.start()
+        finally:
+            self.readers[shard] = reader
+            started.set()
         log.info("worker %s reads shard %s", self.worker, shard)
 
     def _stop_reading(self) -> bool:
-        readers, self.readers = list(self.readers.values()), {}
+        readers, self.readers, self._reading = list(self.readers.values()), {}, {}
         for reader in readers:
             reader.stop()
         return self._serving
@@ -123,6 +137,7 @@ class ShardedBroker(RedisBroker):
     def health(self) -> dict[str, Any]:
         self._serve()
         readers = dict(self.readers)
+        # Only readers that have started (a shard's first stream waits for its own).
         unhealthy = sorted(shard for shard, reader in readers.items() if not reader.healthy())
         return {"ok": not unhealthy and self._canary_ok, "worker": self.worker, "shards": self.shards,
                 "reading": sorted(readers), "unhealthy": unhealthy,
@@ -186,9 +201,6 @@ class ShardedBroker(RedisBroker):
         reply = self._store(keys=_shard_keys(self.shard_keys[shard]), args=args)
         return reply[0].decode(), [raw.decode() for raw in reply[1:]]
 
-    def stop(self) -> None:
-        super().stop()
-        self.readers = {}
 
 
 def _shard_keys(keys: Keys) -> list[str]:
