@@ -195,13 +195,17 @@ class Registry:
         those whose queue is full (they resume from history). Returns how many connections the target
         addressed, cut off or not."""
         if partition is not None:
-            conns: Iterable[Connection] = self._by_partition.get(partition, ()) if target.kind == "all" else (
+            conns: Iterable[Connection] = self.in_partition(partition) if target.kind == "all" else (
                 conn for conn in self.select(target) if conn.partition == partition)
         else:
             conns = self.connections if target.kind == "all" else self.select(target)
         delivered, cut = self._queue(conns, frame)
         self.delivered[target.kind] += delivered
         return delivered + cut
+
+    def in_partition(self, partition: int) -> Iterable[Connection]:
+        """The connections of one partition (see :attr:`Connection.partition`)."""
+        return self._by_partition.get(partition, ())
 
     def heartbeat(self, frame: Frame) -> None:
         """Queue a comment frame on every connection (not counted as a delivery)."""

@@ -91,13 +91,16 @@ class RedisBroker(Broker):
         self._pid: int | None = None
         self.worker = ""
         self._new_worker_id()
-        self.presence = Presence(self.redis, self.keys, self.worker)
+        self.presence = self._new_presence()
         self.reader: Reader | None = None
         self._keeper: gevent.Greenlet | None = None
         self._canary_ok = True
         self._serving = False
         self._started = gevent.event.Event()
         self.tracking: RedisTracking | None = None
+
+    def _new_presence(self) -> Presence:  # one Presence per shard on a cluster
+        return Presence(self.redis, self.keys, self.worker)
 
     def track_presence(self, tracking: Tracking) -> None:
         self.tracking = RedisTracking(self.url, self.redis, self.keys, tracking,
@@ -120,7 +123,7 @@ class RedisBroker(Broker):
         """Remember the registry to feed; reading starts with the first stream or health check."""
         if self._pid != os.getpid():  # created before a fork: this process is another worker
             self._new_worker_id()
-            self.presence = Presence(self.redis, self.keys, self.worker)
+            self.presence = self._new_presence()
             self.reader = None
             self._keeper = None
             self._serving = False
@@ -128,12 +131,9 @@ class RedisBroker(Broker):
         self.registry = registry
 
     def on_subscribe(self, conn: Connection) -> Any:
-        """Make sure this worker reads the stream, and return the stream's head.
-
-        The reader may still be on its way to events published before this stream registered; they are
-        not for it (a close meant for the stream it replaces would end it). Live delivery starts after
-        the head, as the memory broker's synchronous fan-out does.
-        """
+        """Make sure this worker reads the stream, and return the stream's head: live delivery starts after
+        it (the reader may still be on its way to older events, such as a close meant for the stream this
+        one replaces), as the memory broker's synchronous fan-out does."""
         self._serve()
         try:
             generation, last = self._shared_head()

@@ -50,7 +50,7 @@ class FanOut:
     """Stores messages on several shards under one id each; ``store`` writes one shard (see .sharded)."""
 
     def __init__(self, client: redis.Redis, keys: Keys, shard_keys: Sequence[Keys], *,
-                 store: Callable[..., tuple[str, list[str]]], clock: Callable[[], int]):
+                 store: Callable[..., tuple[str, list[tuple[str, int]]]], clock: Callable[[], int]):
         self.keys = keys
         self.shard_keys = shard_keys
         self._store = store
@@ -65,20 +65,24 @@ class FanOut:
         return any(code in str(error) for code in (LATE, STALE, BEHIND))
 
     def publish(self, messages: Sequence[Message], plan: Sequence[tuple[int, ...]],
-                deadline: int) -> list[str]:
-        """Ids of ``messages``, each stored on the shards ``plan`` names for it, in order on each."""
+                deadline: int) -> list[tuple[str, int]]:
+        """Id and audience (on other workers) of each message, stored on the shards ``plan`` names for it,
+        in order on each."""
         token = secrets.token_hex(8)
         first = self._lock(token, len(messages), deadline)
         try:
             shards = sorted({shard for shards in plan for shard in shards})
             generation = str(max(int(g) for g in concurrently(self._generation, shards)))
             ids = [f"{first + index}-0" for index in range(len(messages))]
+            online = [0] * len(messages)
             stored: list[int] = []
 
             def store(shard: int) -> None:
                 indexes = [i for i, shards in enumerate(plan) if shard in shards]
-                self._store(shard, [messages[i] for i in indexes], deadline, generation=generation,
-                            first=[ids[i] for i in indexes])
+                _, counted = self._store(shard, [messages[i] for i in indexes], deadline,
+                                         generation=generation, first=[ids[i] for i in indexes])
+                for index, (_, audience) in zip(indexes, counted, strict=True):
+                    online[index] += audience
                 stored.append(shard)
 
             try:
@@ -92,7 +96,8 @@ class FanOut:
                 raise
         finally:
             self._end(keys=[self.keys.fan_lock], args=[token])
-        return [event_id(generation, eid, close=m.close) for eid, m in zip(ids, messages, strict=True)]
+        return [(event_id(generation, eid, close=m.close), online[i])
+                for i, (eid, m) in enumerate(zip(ids, messages, strict=True))]
 
     def _lock(self, token: str, count: int, deadline: int) -> int:
         while True:

@@ -198,9 +198,7 @@ class Presence:
     def clients(self) -> dict[str, ClientInfo]:
         """Every client id with an open stream anywhere, sorted by id."""
         merged = self.registry.clients() if self.registry is not None else {}
-        pairs = self._script(keys=[self.keys.workers], args=[self.keys.worker_prefix, self.worker])
-        for i in range(0, len(pairs), 2):
-            merge_presence(merged, pairs[i].decode("utf-8"), pairs[i + 1])
+        merge_clients(merged, self.others())
         return dict(sorted(merged.items()))
 
     def client(self, client_id: str) -> ClientInfo | None:
@@ -208,8 +206,25 @@ class Presence:
         local = self.registry.client(client_id) if self.registry is not None else None
         if local is not None:
             merged[client_id] = local
-        pairs = self._script(keys=[self.keys.workers],
-                             args=[self.keys.worker_prefix, self.worker, client_id])
-        for i in range(0, len(pairs), 2):
-            merge_presence(merged, client_id, pairs[i + 1])
+        merge_clients(merged, self.others(client_id))
         return merged.get(client_id)
+
+    def others(self, client_id: str | None = None) -> dict[str, ClientInfo]:
+        """The clients of the other live workers (of ``client_id`` only, if given)."""
+        args = [self.keys.worker_prefix, self.worker] + ([client_id] if client_id is not None else [])
+        pairs = self._script(keys=[self.keys.workers], args=args)
+        infos: dict[str, ClientInfo] = {}
+        for i in range(0, len(pairs), 2):
+            merge_presence(infos, pairs[i].decode("utf-8"), pairs[i + 1])
+        return infos
+
+
+def merge_clients(into: dict[str, ClientInfo], more: dict[str, ClientInfo]) -> None:
+    """Add the entries of ``more`` to ``into``: connections add up, groups join."""
+    for client_id, info in more.items():
+        have = into.get(client_id)
+        if have is None:
+            into[client_id] = info
+        else:
+            have.connections += info.connections
+            have.groups.update(info.groups)

@@ -52,11 +52,14 @@ local function id_above(a, b)
 end
 """
 
-# KEYS: stream, generation, epoch, since. ARGV: maxlen, ttl_ms, deadline, offered generation ('' for the
-# shard's own), then per message (target, body, close flag, id: '' for the next one, or one the caller
-# chose, above the newest entry). Returns {generation, id1, id2, ...}. Every check comes before the first
-# write: a script that refuses stores nothing.
-STORE = _LUA_DEADLINE + _LUA_GENERATION + _LUA_SHARD_GENERATION + _LUA_TRIM_BY_AGE + """
+# KEYS: stream, generation, epoch, since, workers (of the shard's presence). ARGV: maxlen, ttl_ms,
+# deadline, offered generation ('' for the shard's own), worker prefix, self, then per message (target,
+# body, close flag, id: '' for the next one, or one the caller chose, above the newest entry). Returns
+# {generation, id1, online1, id2, online2, ...}: each message's audience among this shard's clients on the
+# other workers, counted before it is stored. Every check comes before the first write: a script that
+# refuses stores nothing.
+STORE = (_LUA_DEADLINE + _LUA_GENERATION + _LUA_SHARD_GENERATION + _LUA_TRIM_BY_AGE + _LUA_LIVE_WORKERS
+         + _LUA_ONLINE + """
 if past(ARGV[3]) then
   return redis.error_reply('""" + LATE + """ the deadline of the publish passed before Redis ran it')
 end
@@ -66,7 +69,7 @@ if ARGV[4] ~= '' then
     return redis.error_reply('""" + STALE + """ ' .. gen)
   end
   local top = last_id(KEYS[1])
-  for i = 5, #ARGV, 4 do
+  for i = 7, #ARGV, 4 do
     if ARGV[i + 3] ~= '' then
       if not id_above(ARGV[i + 3], top) then
         return redis.error_reply('""" + BEHIND + """ ' .. top)
@@ -79,10 +82,12 @@ if ARGV[4] ~= '' then
     redis.call('SET', KEYS[2], gen)
   end
 end
+local live = live_workers(KEYS[5], ARGV[5], ARGV[6])
 local out = {gen}
-for i = 5, #ARGV, 4 do
+for i = 7, #ARGV, 4 do
   local id = ARGV[i + 3]
   if id == '' then id = '*' end
+  local n = online(live, ARGV[5], ARGV[i])
   if ARGV[i + 2] == '1' then
     out[#out + 1] = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], id,
                                'g', gen, 't', ARGV[i], 'b', ARGV[i + 1], 'c', '1')
@@ -90,10 +95,11 @@ for i = 5, #ARGV, 4 do
     out[#out + 1] = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], id,
                                'g', gen, 't', ARGV[i], 'b', ARGV[i + 1])
   end
+  out[#out + 1] = n
 end
 trim_by_age(KEYS[1], ARGV[2], true)
 return out
-"""
+""")
 
 # KEYS: stream, generation, epoch, since. Returns {generation, newest stream id ('0-0' with none)}.
 HEAD = _LUA_GENERATION + _LUA_SHARD_GENERATION + """
@@ -124,15 +130,6 @@ end
 local page = {}
 if held == 1 then page = redis.call('XRANGE', KEYS[1], '(' .. ARGV[2], '+', 'COUNT', ARGV[3]) end
 return {gen, last, held, page, since}
-"""
-
-# KEYS: workers. ARGV: worker prefix, self, then the targets. Returns the connections each target
-# addresses on the live workers other than `self`.
-COUNT = _LUA_LIVE_WORKERS + _LUA_ONLINE + """
-local live = live_workers(KEYS[1], ARGV[1], ARGV[2])
-local out = {}
-for i = 3, #ARGV do out[#out + 1] = online(live, ARGV[1], ARGV[i]) end
-return out
 """
 
 # KEYS: fan-out lock, newest fan-out time. ARGV: token, lock ttl_ms, ids wanted, lead ms. Takes the lock

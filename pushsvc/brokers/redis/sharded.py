@@ -31,9 +31,10 @@ from .coalesce import Coalesced
 from .errors import UNAVAILABLE, unavailable
 from .fanout import FanOut, concurrently
 from .reader import Reader, write_canary
-from .schema import Keys, encode_target, event_id, event_key
+from .schema import DEFAULT_NAMESPACE, Keys, encode_target, event_id, event_key
 from .shard_history import ShardHistory
-from .shard_scripts import COUNT, HEAD, STORE
+from .shard_presence import ShardedPresence
+from .shard_scripts import HEAD, STORE
 from .timeouts import COMMAND_TIMEOUT_SECONDS, CONNECT_TIMEOUT_SECONDS, PUBLISH_DEADLINE_SECONDS
 
 log = logging.getLogger(__name__)
@@ -43,16 +44,15 @@ class ShardedBroker(RedisBroker):
     name = "redis-cluster"
 
     def __init__(self, url: str, *, history_size: int, history_ttl_seconds: float, min_replicas: int = 0,
-                 **options: Any):
+                 namespace: str = DEFAULT_NAMESPACE, **options: Any):
         if min_replicas:
             raise ConfigError("PUSHSVC_REDIS_MIN_REPLICAS is not supported with redis+cluster:// (a WAIT "
                               "would have to follow every shard's write); leave it at 0")
-        super().__init__(url, history_size=history_size, history_ttl_seconds=history_ttl_seconds,
-                         follow_failover=True, **options)
         self.shards = parse_cluster_url(url).shards
-        self.shard_keys = [Keys(f"{self.keys.namespace}:{k}") for k in range(self.shards)]
+        self.shard_keys = [Keys(f"{namespace}:{k}") for k in range(self.shards)]
+        super().__init__(url, history_size=history_size, history_ttl_seconds=history_ttl_seconds,
+                         namespace=namespace, follow_failover=True, **options)
         self._store = self.redis.register_script(STORE)
-        self._count = self.redis.register_script(COUNT)
         self._shard_head_script = self.redis.register_script(HEAD)
         self._heads = [Coalesced(lambda k=k: self.shard_head(k)) for k in range(self.shards)]
         self.histories = [ShardHistory(self.redis, keys, ttl_ms=self.ttl_ms) for keys in self.shard_keys]
@@ -66,6 +66,9 @@ class ShardedBroker(RedisBroker):
         return cls(settings.broker_url, history_size=settings.history_size,
                    history_ttl_seconds=settings.history_ttl_seconds, min_replicas=settings.redis_min_replicas,
                    read_linger_ms=settings.redis_read_linger_ms)
+
+    def _new_presence(self) -> ShardedPresence:  # type: ignore[override]
+        return ShardedPresence(self.redis, self.shard_keys, self.worker, self.shard_of)
 
     def shard_of(self, client_id: str) -> int:
         return zlib.crc32(client_id.encode("utf-8")) % self.shards
@@ -151,8 +154,8 @@ class ShardedBroker(RedisBroker):
     # -- publish -------------------------------------------------------------------------------------
 
     def publish(self, messages: Sequence[Message]) -> list[Published]:
-        """Count each message's audience, then store it on its shards: in one script call per shard when
-        every message goes to one shard, through the fan-out otherwise."""
+        """Store each message on its shards, counting its audience there on the way: in one script call
+        per shard when every message goes to one shard, through the fan-out otherwise."""
         if not messages:
             return []
         registry = self.registry
@@ -160,49 +163,48 @@ class ShardedBroker(RedisBroker):
         plan = [self.shards_for(m.target) for m in messages]
         deadline = self.clock.deadline_ms(PUBLISH_DEADLINE_SECONDS)
         try:
-            targets = [encode_target(m.target) for m in messages]
-            remote = self._count(keys=[self.keys.workers],
-                                 args=[self.keys.worker_prefix, self.worker, *targets])
             if any(len(shards) > 1 for shards in plan):
-                ids = self.fanout.publish(messages, plan, deadline)
+                published = self.fanout.publish(messages, plan, deadline)
             else:
-                ids = self._publish_unicast(messages, plan, deadline)
+                published = self._publish_unicast(messages, plan, deadline)
         except UNAVAILABLE as error:
             raise unavailable(error) from error
         except redis.ResponseError as error:
             if not FanOut.refused(error):
                 raise
             raise unavailable(error) from error
-        return [Published(eid, remote[i] + local[i]) for i, eid in enumerate(ids)]
+        return [Published(eid, online + local[i]) for i, (eid, online) in enumerate(published)]
 
     def _publish_unicast(self, messages: Sequence[Message], plan: list[tuple[int, ...]],
-                         deadline: int) -> list[str]:
+                         deadline: int) -> list[tuple[str, int]]:
         by_shard: dict[int, list[int]] = {}
         for index, shards in enumerate(plan):
             by_shard.setdefault(shards[0], []).append(index)
-        ids: list[str] = [""] * len(messages)
+        published: list[tuple[str, int]] = [("", 0)] * len(messages)
 
         def store(shard: int) -> None:
             indexes = by_shard[shard]
-            generation, stream_ids = self._store_on(shard, [messages[i] for i in indexes], deadline,
-                                                    generation="", first=None)
-            for index, stream_id in zip(indexes, stream_ids, strict=True):
-                ids[index] = event_id(generation, stream_id, close=messages[index].close)
+            generation, stored = self._store_on(shard, [messages[i] for i in indexes], deadline,
+                                                generation="", first=None)
+            for index, (stream_id, online) in zip(indexes, stored, strict=True):
+                published[index] = (event_id(generation, stream_id, close=messages[index].close), online)
 
         concurrently(store, list(by_shard))
-        return ids
+        return published
 
     def _store_on(self, shard: int, messages: Sequence[Message], deadline: int, *, generation: str,
-                  first: Sequence[str] | None) -> tuple[str, list[str]]:
+                  first: Sequence[str] | None) -> tuple[str, list[tuple[str, int]]]:
         """Store ``messages`` on one shard in one script call: with ``first`` (an id per message) and the
-        fan-out's ``generation``, or with the shard's next ids and its own generation."""
-        args: list[Any] = [self.history_size, self.ttl_ms, deadline, generation]
+        fan-out's ``generation``, or with the shard's next ids and its own generation. Returns the
+        generation, and each message's stream id and audience on the shard's other workers."""
+        keys = self.shard_keys[shard]
+        args: list[Any] = [self.history_size, self.ttl_ms, deadline, generation, keys.worker_prefix,
+                           self.worker]
         for index, message in enumerate(messages):
             args += (encode_target(message.target), message.body, "1" if message.close else "",
                      first[index] if first is not None else "")
-        reply = self._store(keys=_shard_keys(self.shard_keys[shard]), args=args)
-        return reply[0].decode(), [raw.decode() for raw in reply[1:]]
-
+        reply = self._store(keys=[*_shard_keys(keys), keys.workers], args=args)
+        return reply[0].decode(), [(reply[i].decode(), reply[i + 1]) for i in range(1, len(reply), 2)]
 
 
 def _shard_keys(keys: Keys) -> list[str]:
