@@ -177,6 +177,23 @@ class Cluster:
     def master_for_key(self, key: str) -> ClusterNode:
         return self.master_for_slot(self.slot_of(key))
 
+    def stream_holding(self, entry_id: str, match: str = "*") -> str | None:
+        """The stream key (matching ``match``, on any master) that holds the entry ``entry_id``."""
+        for master in self.masters():
+            with master.client() as client:
+                for key in client.scan_iter(match=match, _type="stream"):
+                    if client.xrange(key, entry_id, entry_id):
+                        return key.decode()
+        return None
+
+    def stream_entries(self, match: str = "*") -> dict[ClusterNode, int]:
+        """Master -> the entries of its stream keys matching ``match``."""
+        found = {}
+        for master in self.masters():
+            with master.client() as client:
+                found[master] = sum(client.xlen(key) for key in client.scan_iter(match=match, _type="stream"))
+        return found
+
     def slots_of(self, master: ClusterNode) -> list[int]:
         line = next(ln for ln in self._lines() if ln.id == master.id)
         return [slot for low, high in line.slots for slot in range(low, high + 1)]
