@@ -253,11 +253,13 @@ class Cluster:
 
     # -- resharding ----------------------------------------------------------------------------------
 
-    def move_slot(self, slot: int, to: ClusterNode, *, during: Callable[[], object] | None = None) -> None:
+    def move_slot(self, slot: int, to: ClusterNode, *, during: Callable[[], object] | None = None,
+                  moved: Callable[[], object] | None = None) -> None:
         """Move ``slot`` and its keys to master ``to`` while the cluster serves, as ``redis-cli --cluster
         reshard`` does: IMPORTING on ``to``, MIGRATING on the owner, ``MIGRATE`` of its keys in batches,
-        then ``SETSLOT NODE`` everywhere. ``during()`` runs while the slot is half moved (keys still on
-        the owner; a key already moved answers ``ASK``)."""
+        then ``SETSLOT NODE`` everywhere. ``during()`` runs once the slot is migrating but its keys are
+        still on the owner; ``moved()`` once they are all on ``to`` but the slot is not handed over yet
+        (the owner answers ``ASK`` for them: what a client meets between two batches of a reshard)."""
         source = self.master_for_slot(slot)
         if source is to:
             return
@@ -267,6 +269,8 @@ class Cluster:
             during()
         while keys := source.ask("CLUSTER", "GETKEYSINSLOT", slot, MIGRATE_BATCH):
             source.ask("MIGRATE", "127.0.0.1", to.port, "", 0, 5000, "KEYS", *keys)
+        if moved is not None:
+            moved()
         # The new owner first, so it never refuses a key it already holds (as redis-cli does).
         for node in [to, source, *(m for m in self.masters() if m not in (to, source))]:
             node.ask("CLUSTER", "SETSLOT", slot, "NODE", to.id)

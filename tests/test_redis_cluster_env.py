@@ -32,8 +32,10 @@ def test_a_key_set_on_its_master_is_read_through_the_cluster_and_follows_a_moved
         assert client.get(key) == b"v1"
         slot = redis_cluster.slot_of(key)
         target = next(m for m in redis_cluster.masters() if m is not owner)
-        # Half way, the key is still on its old master and the client reads it there.
-        redis_cluster.move_slot(slot, target, during=lambda: client.get(key) == b"v1" or pytest.fail())
+        # Half way the client reads the key on its old master, then (ASK) on the new one.
+        def reads() -> None:
+            assert client.get(key) == b"v1"
+        redis_cluster.move_slot(slot, target, during=reads, moved=reads)
         assert redis_cluster.master_for_key(key) is target
         with target.client() as direct:
             assert direct.get(key) == b"v1"
