@@ -107,8 +107,14 @@ def check_resume(server: Gunicorn, client_id: str, since: str, live: RawStream) 
     """Resuming ``client_id`` from ``since`` (before the change): a reset, or exactly what the live
     stream ``live`` got after ``since``."""
     resumed = RawStream(server.port, f"/sse/subscribe/{client_id}", {"Last-Event-ID": since}, timeout=10)
-    assert resumed.read_until(b"data: end\n\n", 20) or b"event: reset\n" in resumed.body, resumed.body[-300:]
-    events = [e for e in resumed.events() if e.data != "probe"]
+
+    def answered() -> bool:
+        resumed.read_for(0.2)
+        return b"data: end\n\n" in resumed.body or b"event: reset\n" in resumed.body
+    assert wait_for(answered, 20), resumed.body[-300:]
+    if b"event: reset\n" in resumed.body:
+        assert resumed.read_until(b"}\n\n"), resumed.body[-300:]
+    events = resumed.events()
     if events[0].event == "reset":
         assert json.loads(events[0].data)["lastEventId"] == since
     else:
