@@ -1,10 +1,10 @@
 """Where the Redis broker's ceiling is: the CPU one event costs Redis and each worker, measured on this
-machine against a private redis-server, for W = 1, 2 and 4 gevent workers.
+machine against a private redis-server and a private 3-master Redis Cluster, for W = 1, 2 and 4 workers.
 
     python bench/redis_scale.py [--streams 200] [--events 20000] [--singles 2000] [--workers 1,2,4]
-                                [--pace 0.002]
+                                [--pace 0.002] [--redis one,cluster] [--shards 16] [--masters 3]
 
-For each W: a fresh gunicorn (``gunicorn.conf.py``, W workers) on a private Redis, ``--streams`` raw
+For each Redis and W: a fresh gunicorn (``gunicorn.conf.py``, W workers) on it, ``--streams`` raw
 streams held open by this process (opened several at once, so every worker holds some) and drained by a
 thread. This process publishes with ``Push`` (the Python API, as a job runner or a sync-worker app does)
 and reads the CPU of Redis and of every worker from ``/proc`` before and after each phase:
@@ -15,8 +15,8 @@ and reads the CPU of Redis and of every worker from ``/proc`` before and after e
 - single: one ``Push.send`` per event to one stream's id, paced, so each event wakes the readers alone;
 - broadcast: batches of 10 broadcasts: each event delivered to every stream.
 
-Each phase ends when every stream has its marker event, so the CPU counted is all of its work. A Redis
-Cluster is not part of it: pushsvc does not shard over one yet (docs/SCALING.md).
+Each phase ends when every stream has its marker event, so the CPU counted is all of its work. Redis's
+CPU is the sum over its servers (a cluster's masters), and the busiest one's is printed beside it.
 """
 
 from __future__ import annotations
@@ -36,10 +36,13 @@ from pathlib import Path
 
 import redis
 from flask import Flask
+from redis.cluster import ClusterNode
+from redis.cluster import RedisCluster as ClusterClient
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.harness.redis_servers import OneRedis, RedisCluster  # noqa: E402
 from pushsvc import Push  # noqa: E402
 
 # A lone event every 2 ms by default: far slower than a worker delivers, so each one wakes it.
@@ -50,6 +53,14 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def client_for(url: str):
+    """A client of the Redis (or the cluster) the URL names, for the bench's own checks."""
+    if url.startswith("redis+cluster://"):
+        host, port = url.partition("://")[2].split(",")[0].split(":")
+        return ClusterClient(startup_nodes=[ClusterNode(host, int(port.partition("/")[0]))])
+    return redis.Redis.from_url(url)
 
 
 def cpu_seconds(pid: int) -> float:
@@ -136,7 +147,7 @@ class Service:
                                      cwd=ROOT, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT,
                                      start_new_session=True)
         self.workers = workers
-        client = redis.Redis.from_url(url)
+        client = client_for(url)
         # Every worker serves (its reader started) once it has answered a health check.
         def all_up() -> bool:
             with socket.create_connection(("127.0.0.1", self.port), timeout=2) as s:
@@ -154,19 +165,29 @@ class Service:
         self.proc.wait(30)
 
 
-def phase(name: str, publish, streams: Streams, pids: list[int], redis_pid: int, events: int,
+def phase(name: str, publish, streams: Streams, pids: list[int], redis_pids: list[int], events: int,
           deliveries: int) -> dict[str, float]:
     marker = f"mark-{name}-{time.monotonic_ns()}"
     streams.expect(marker)
-    before = [cpu_seconds(p) for p in pids], cpu_seconds(redis_pid), time.perf_counter()
+    before = [cpu_seconds(p) for p in pids], [cpu_seconds(p) for p in redis_pids], time.perf_counter()
     publish(marker)
     wait(streams.all_marked, 120, f"{name}: markers did not arrive")
     workers = sum(cpu_seconds(p) for p in pids) - sum(before[0])
+    servers = [cpu_seconds(p) - b for p, b in zip(redis_pids, before[1], strict=True)]
     return {"events": events, "deliveries": deliveries, "wall_s": time.perf_counter() - before[2],
-            "worker_cpu_s": workers, "redis_cpu_s": cpu_seconds(redis_pid) - before[1]}
+            "worker_cpu_s": workers, "redis_cpu_s": sum(servers), "busiest_redis_cpu_s": max(servers)}
 
 
-def run_workers(url: str, redis_pid: int, workers: int, args: argparse.Namespace, log: Path) -> dict:
+def held(port: int, streams: int) -> bool:
+    with socket.create_connection(("127.0.0.1", port), timeout=2) as s:
+        s.sendall(b"GET /sse/clients HTTP/1.0\r\n\r\n")
+        body = b""
+        while chunk := s.recv(65536):
+            body += chunk
+    return f'"connections":{streams},'.encode() in body
+
+
+def run_workers(url: str, redis_pids: list[int], workers: int, args: argparse.Namespace, log: Path) -> dict:
     service = Service(url, workers, log)
     ids = [f"s{i}" for i in range(args.streams)]
     streams = Streams(service.port, ids)
@@ -176,8 +197,7 @@ def run_workers(url: str, redis_pid: int, workers: int, args: argparse.Namespace
     context = app.app_context()
     context.push()
     try:
-        wait(lambda: redis.Redis.from_url(url).info("clients")["connected_clients"] >= workers, 30, "streams")
-        time.sleep(1.0)  # every stream registered (each one's first bytes are out)
+        wait(lambda: held(service.port, args.streams), 30, "the streams were not all held")
         pids = service.worker_pids()
 
         def batches(target, total: int, size: int):
@@ -198,15 +218,16 @@ def run_workers(url: str, redis_pid: int, workers: int, args: argparse.Namespace
 
         n, single = args.events, args.singles
         results["foreign"] = phase("foreign", batches(lambda k: {"to": "nobody"}, n, 100), streams, pids,
-                                   redis_pid, n, 0)
+                                   redis_pids, n, 0)
         results["foreign-single"] = phase("foreign-single", singles("nobody", single), streams, pids,
-                                          redis_pid, single, 0)
+                                          redis_pids, single, 0)
         results["unicast"] = phase("unicast", batches(lambda k: {"to": ids[k % len(ids)]}, n, 100), streams,
-                                   pids, redis_pid, n, n)
-        results["single"] = phase("single", singles(ids[0], single), streams, pids, redis_pid, single, single)
+                                   pids, redis_pids, n, n)
+        results["single"] = phase("single", singles(ids[0], single), streams, pids, redis_pids, single,
+                                  single)
         broadcasts = max(10, n // args.streams)
         results["broadcast"] = phase("broadcast", batches(lambda k: {"broadcast": True}, broadcasts, 10),
-                                     streams, pids, redis_pid, broadcasts, broadcasts * args.streams)
+                                     streams, pids, redis_pids, broadcasts, broadcasts * args.streams)
     finally:
         context.pop()
         streams.close()
@@ -214,19 +235,19 @@ def run_workers(url: str, redis_pid: int, workers: int, args: argparse.Namespace
     return results
 
 
-def report(all_results: dict[int, dict]) -> None:
+def report(kind: str, all_results: dict[int, dict]) -> None:
     """Per-event constants from the phases, for every W; then Redis's cost split by least squares into a
     part per published event and a part per reader."""
+    print(f"\n{kind}")
     print(f"{'W':>2} {'phase':15} {'events':>7} {'wall s':>7} {'worker µs/event':>16} {'worker µs/read':>15} "
-          f"{'worker µs/delivery':>19} {'redis µs/event':>15}")
+          f"{'worker µs/delivery':>19} {'redis µs/event':>15} {'busiest server':>15}")
     for workers, results in all_results.items():
         for name, r in results.items():
             per_event = r["worker_cpu_s"] / r["events"] * 1e6
-            per_read = per_event / workers
             per_delivery = r["worker_cpu_s"] / r["deliveries"] * 1e6 if r["deliveries"] else float("nan")
-            redis_us = r["redis_cpu_s"] / r["events"] * 1e6
+            per_redis, busiest = (r[k] / r["events"] * 1e6 for k in ("redis_cpu_s", "busiest_redis_cpu_s"))
             print(f"{workers:>2} {name:15} {r['events']:>7} {r['wall_s']:>7.2f} {per_event:>16.1f} "
-                  f"{per_read:>15.1f} {per_delivery:>19.1f} {redis_us:>15.1f}")
+                  f"{per_event / workers:>15.1f} {per_delivery:>19.1f} {per_redis:>15.1f} {busiest:>15.1f}")
     for name in next(iter(all_results.values())):
         points = [(w, r[name]["redis_cpu_s"] / r[name]["events"] * 1e6) for w, r in all_results.items()]
         if len(points) < 2:
@@ -247,29 +268,29 @@ def main() -> None:
     parser.add_argument("--workers", default="1,2,4")
     parser.add_argument("--pace", type=float, default=DEFAULT_PACE_SECONDS,
                         help="seconds between two lone events (the one-at-a-time phases)")
+    parser.add_argument("--redis", default="one,cluster", help="one Redis, a Redis Cluster, or both")
+    parser.add_argument("--shards", type=int, default=16, help="shards on the cluster")
+    parser.add_argument("--masters", type=int, default=3, help="masters of the cluster")
     args = parser.parse_args()
     if shutil.which("redis-server") is None:
         sys.exit("redis-server is not installed")
-    directory = tempfile.mkdtemp(prefix="pushsvc-bench-")
-    port = free_port()
-    proc = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                             "--appendonly", "no", "--dir", directory], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)
-    url = f"redis://127.0.0.1:{port}/0"
-    try:
-        wait(lambda: redis.Redis.from_url(url).ping(), 10, "redis-server did not start")
-        all_results = {}
-        for workers in (int(w) for w in args.workers.split(",")):
-            redis.Redis.from_url(url).flushall()
-            all_results[workers] = run_workers(url, proc.pid, workers, args, Path(directory) / "gunicorn.log")
-        load = os.getloadavg()
-        print(f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}; {args.streams} streams, "
-              "64-byte events")
-        report(all_results)
-    finally:
-        proc.terminate()
-        proc.wait(10)
-        shutil.rmtree(directory, ignore_errors=True)
+    for kind in args.redis.split(","):
+        server = RedisCluster(args.masters) if kind == "cluster" else OneRedis()
+        url = server.url(args.shards)
+        label = (f"Redis Cluster, {args.masters} masters, {args.shards} shards" if kind == "cluster"
+                 else "one Redis")
+        try:
+            all_results = {}
+            for workers in (int(w) for w in args.workers.split(",")):
+                server.flushall()
+                all_results[workers] = run_workers(url, server.pids, workers, args,
+                                                   Path(tempfile.gettempdir()) / "pushsvc-bench-gunicorn.log")
+            load = os.getloadavg()
+            print(f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}; {args.streams} streams, "
+                  "64-byte events")
+            report(label, all_results)
+        finally:
+            server.stop()
 
 
 if __name__ == "__main__":

@@ -23,7 +23,9 @@ MEMORY_SCHEMES = ("memory",)
 REDIS_SCHEMES = ("redis", "rediss", "unix")
 # The master that Redis Sentinel names (pushsvc/brokers/redis/connect.py).
 SENTINEL_SCHEMES = ("redis+sentinel",)
-BROKER_SCHEMES = MEMORY_SCHEMES + REDIS_SCHEMES + SENTINEL_SCHEMES
+# A Redis Cluster, the events spread over shards (pushsvc/brokers/redis/cluster_url.py).
+CLUSTER_SCHEMES = ("redis+cluster",)
+BROKER_SCHEMES = MEMORY_SCHEMES + REDIS_SCHEMES + SENTINEL_SCHEMES + CLUSTER_SCHEMES
 
 DEFAULT_HEARTBEAT_SECONDS = 15.0
 DEFAULT_RETRY_MS = 3000
@@ -128,7 +130,8 @@ class Settings:
         """Raise :class:`ConfigError` for the first setting that makes no sense."""
         if self.broker_scheme not in BROKER_SCHEMES:
             _fail("broker_url", f"is {self.broker_url!r}; use memory://, redis://HOST:PORT/DB or "
-                  "redis+sentinel://HOST:PORT[,HOST:PORT…]/MASTER_NAME[/DB]")
+                  "redis+sentinel://HOST:PORT[,HOST:PORT…]/MASTER_NAME[/DB] or "
+                  "redis+cluster://HOST:PORT[,HOST:PORT…][/?shards=N]")
         if not self.url_prefix.startswith("/") or self.url_prefix.endswith("/") or " " in self.url_prefix:
             _fail("url_prefix", "must start with / and not end with / (for example /sse)")
         for name in ("heartbeat_seconds", "history_ttl_seconds", "write_timeout_seconds",

@@ -74,8 +74,8 @@ class FrameQueue:
 class Connection:
     """One open stream. ``cut`` ends it from outside (shuts its socket down), whatever it is doing."""
 
-    __slots__ = ("beat_at", "client_id", "cut", "dead", "groups", "opened", "queue", "sent", "skip_until",
-                 "writing_since")
+    __slots__ = ("beat_at", "client_id", "cut", "dead", "groups", "opened", "partition", "queue", "sent",
+                 "skip_until", "writing_since")
 
     def __init__(self, client_id: str, groups: Iterable[str] = (), *, queue_size: int,
                  cut: Callable[[], None] | None = None):
@@ -93,6 +93,9 @@ class Connection:
         self.writing_since: float | None = None
         # When the housekeeping queues this connection's next heartbeat (None: from ``opened``).
         self.beat_at: float | None = None
+        # Which of the broker's feeds this connection takes its events from, where there are several (the
+        # shards of a Redis Cluster); set by the broker before the connection registers.
+        self.partition: int | None = None
 
     def __repr__(self) -> str:
         return f"Connection({self.client_id!r}, groups={self.groups})"
@@ -115,6 +118,7 @@ class Registry:
         self._by_client: dict[str, set[Connection]] = {}
         self._by_group: dict[str, set[Connection]] = {}
         self._sorted_ids: list[str] = []
+        self._by_partition: dict[int, set[Connection]] = {}
         self._on_slow = on_slow or (lambda conn, reason: None)
         self.listeners: list[Callable[[str, Connection], None]] = []
         #: Frames queued, by target kind.
@@ -132,6 +136,8 @@ class Registry:
         peers.add(conn)
         for group in conn.groups:
             self._by_group.setdefault(group, set()).add(conn)
+        if conn.partition is not None:
+            self._by_partition.setdefault(conn.partition, set()).add(conn)
         for listener in self.listeners:
             listener("connect", conn)
 
@@ -153,6 +159,8 @@ class Registry:
                 members.discard(conn)
                 if not members:
                     del self._by_group[group]
+        if conn.partition is not None:
+            self._by_partition.get(conn.partition, set()).discard(conn)
         for listener in self.listeners:
             listener("disconnect", conn)
 
@@ -182,10 +190,16 @@ class Registry:
             return sum(len(self._by_client.get(client_id, ())) for client_id in target.values)
         return sum(1 for _ in self.select(target))
 
-    def dispatch(self, target: Target, frame: Frame) -> int:
-        """Queue ``frame`` on every connection of ``target``; cut off those whose queue is full (they
-        resume from history). Returns how many connections the target addressed, cut off or not."""
-        delivered, cut = self._queue(self.connections if target.kind == "all" else self.select(target), frame)
+    def dispatch(self, target: Target, frame: Frame, partition: int | None = None) -> int:
+        """Queue ``frame`` on every connection of ``target`` (of one ``partition`` only, if given); cut off
+        those whose queue is full (they resume from history). Returns how many connections the target
+        addressed, cut off or not."""
+        if partition is not None:
+            conns: Iterable[Connection] = self._by_partition.get(partition, ()) if target.kind == "all" else (
+                conn for conn in self.select(target) if conn.partition == partition)
+        else:
+            conns = self.connections if target.kind == "all" else self.select(target)
+        delivered, cut = self._queue(conns, frame)
         self.delivered[target.kind] += delivered
         return delivered + cut
 

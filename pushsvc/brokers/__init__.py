@@ -5,7 +5,7 @@ Choose one in one place, by the scheme of ``PUSHSVC_BROKER_URL``: :func:`create_
 
 from __future__ import annotations
 
-from ..config import MEMORY_SCHEMES, REDIS_SCHEMES, SENTINEL_SCHEMES, ConfigError, Settings
+from ..config import CLUSTER_SCHEMES, MEMORY_SCHEMES, REDIS_SCHEMES, SENTINEL_SCHEMES, ConfigError, Settings
 from .base import Broker, BrokerUnavailable
 
 __all__ = ["Broker", "BrokerUnavailable", "create_broker"]
@@ -23,5 +23,9 @@ def create_broker(settings: Settings) -> Broker:
         from .redis import RedisBroker
 
         return RedisBroker.from_settings(settings)
-    raise ConfigError(f"PUSHSVC_BROKER_URL has an unknown scheme {scheme!r}; use memory://, redis:// or "
-                      "redis+sentinel://")
+    if scheme in CLUSTER_SCHEMES:
+        from .redis.sharded import ShardedBroker
+
+        return ShardedBroker.from_settings(settings)
+    raise ConfigError(f"PUSHSVC_BROKER_URL has an unknown scheme {scheme!r}; use memory://, redis://, "
+                      "redis+sentinel:// or redis+cluster://")

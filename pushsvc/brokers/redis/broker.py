@@ -5,9 +5,8 @@ age too). Each worker that serves streams runs ONE reader greenlet (:mod:`.reade
 event out to its local registry, so a worker holds a small constant number of Redis connections (the
 reader's, and a small pool for publish, presence and replay), never one per subscriber.
 
-A process that serves no streams (a job runner, a sync worker, a script) publishes with one script call
-and starts nothing: the reader, the canary and presence start only when a worker first reports health
-or admits a stream. Event ids are ``<generation>-<stream id>`` (see :mod:`.schema`).
+A process that serves no streams publishes with one script call and starts nothing. Event ids are
+``<generation>-<stream id>`` (:mod:`.schema`). :mod:`.sharded` extends it to a Redis Cluster.
 """
 
 from __future__ import annotations
@@ -34,7 +33,7 @@ from ..base import Broker
 from .check import check_url
 from .clock import RedisClock
 from .coalesce import Coalesced
-from .connect import connect, is_sentinel, server_address
+from .connect import connect, disconnect, is_sentinel, server_address
 from .errors import UNAVAILABLE, unavailable
 from .history import RedisHistory
 from .idempotency import RedisIdempotency
@@ -42,29 +41,19 @@ from .lifecycle import RedisTracking
 from .presence import PRESENCE_REFRESH_SECONDS, Presence
 from .reader import CANARY_INTERVAL_SECONDS, Reader, write_canary
 from .replicas import WAIT_TIMEOUT_MS, publish_replicated
-from .schema import (
-    DEFAULT_NAMESPACE,
-    Keys,
-    encode_target,
-    event_id,
-    event_key,
-)
+from .schema import DEFAULT_NAMESPACE, Keys, encode_target, event_id, event_key
 from .scripts import HEAD, LATE, NO_REPLICAS, PUBLISH
 from .tickets import RedisTickets
+from .timeouts import (
+    COMMAND_TIMEOUT_SECONDS,
+    CONNECT_TIMEOUT_SECONDS,
+    POOL_SIZE,
+    POOL_WAIT_SECONDS,
+    PUBLISH_DEADLINE_SECONDS,
+)
 
 log = logging.getLogger(__name__)
 
-# Connections for publish, presence, replay and tickets, shared by every greenlet of a worker. Every
-# call on them fails fast: a Redis that hangs (paused, swapping, a long command ahead) must turn into a
-# 503 or a soft refusal within a second, not hold publishers and browsers for a long timeout. A greenlet
-# that finds all connections busy waits POOL_WAIT_SECONDS at most, a command COMMAND_TIMEOUT_SECONDS.
-POOL_SIZE = 16
-POOL_WAIT_SECONDS = 0.2
-CONNECT_TIMEOUT_SECONDS = 0.7
-COMMAND_TIMEOUT_SECONDS = 0.7
-# A publish script that Redis starts later than this after it was sent stores nothing (clock.py): well
-# inside the command timeout, so a publish answered 503 is never delivered later.
-PUBLISH_DEADLINE_SECONDS = 0.4
 
 class RedisBroker(Broker):
     name = "redis"
@@ -176,10 +165,8 @@ class RedisBroker(Broker):
             return
         self._serving = True
         registry = self.registry
-        self.reader = Reader(self.url, self.keys, self.worker, registry.dispatch, head=self.head,
-                             connect_timeout=CONNECT_TIMEOUT_SECONDS)
         try:
-            self.reader.start()
+            self._start_reading(registry)
         finally:
             self._started.set()
         self.presence.attach(registry)
@@ -188,13 +175,29 @@ class RedisBroker(Broker):
         self._keeper = gevent.spawn(self._keep)
         log.info("redis broker serving in worker %s (pid %s)", self.worker, os.getpid())
 
+    def _start_reading(self, registry: Registry) -> None:
+        self.reader = Reader(self.url, self.keys, self.worker, registry.dispatch, head=self.head,
+                             connect_timeout=CONNECT_TIMEOUT_SECONDS)
+        self.reader.start()
+
+    def _stop_reading(self) -> bool:
+        """Stop the reader; False when none was running."""
+        if self.reader is None:
+            return False
+        self.reader.stop()
+        self.reader = None
+        return True
+
+    def _write_canaries(self) -> None:
+        write_canary(self.redis, self.keys, self.worker)
+
     def _keep(self) -> None:
         """Every second a canary tick for the reader; every few seconds the presence refresh."""
         refresh_every = max(1, int(PRESENCE_REFRESH_SECONDS / CANARY_INTERVAL_SECONDS))
         tick = 0
         while True:
             try:
-                write_canary(self.redis, self.keys, self.worker)
+                self._write_canaries()
                 self.clock.measure()
                 if not self._canary_ok:
                     log.info("canary of worker %s written again", self.worker)
@@ -213,9 +216,7 @@ class RedisBroker(Broker):
         if self._keeper is not None:
             self._keeper.kill(block=False)
             self._keeper = None
-        if self.reader is not None:
-            self.reader.stop()
-            self.reader = None
+        if self._stop_reading():
             try:
                 self.presence.withdraw()
             except redis.RedisError as error:
@@ -225,15 +226,14 @@ class RedisBroker(Broker):
             self.tracking.stop()
         self._serving = False
         self._started = gevent.event.Event()
-        self.redis.connection_pool.disconnect()
+        disconnect(self.redis)
 
     def health(self) -> dict[str, Any]:
         """Cached state: no Redis call (the first call in a worker starts the reader)."""
         self._serve()
         if self.reader is None:  # being built right now, in another greenlet
             return {"ok": False, "reader": "starting"}
-        ok = self.reader.healthy() and self._canary_ok
-        return {"ok": ok, "worker": self.worker, **self.reader.state()}
+        return {"ok": self.reader.healthy() and self._canary_ok, "worker": self.worker, **self.reader.state()}
 
     def probe(self) -> dict[str, Any]:
         """A ``PING`` on the fast-failing pool first, so a hung Redis reads as down within a second,

@@ -10,6 +10,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from ...config import REDIS_SCHEMES, ConfigError, Settings
+from .cluster_url import is_cluster, parse_cluster_url
 from .connect import connect, is_sentinel, parse_sentinel_url
 from .connect import safe_url as _safe
 
@@ -22,6 +23,9 @@ def check_url(url: str) -> None:
     """Raise :class:`ConfigError` (one line) for a Redis URL that cannot be right, before any I/O."""
     if is_sentinel(url):
         parse_sentinel_url(url)
+        return
+    if is_cluster(url):
+        parse_cluster_url(url)
         return
     parts = urlsplit(url)
     try:
@@ -36,8 +40,8 @@ def check_url(url: str) -> None:
         if db and not (db.isascii() and db.isdigit()):
             raise ConfigError(f"PUSHSVC_BROKER_URL {_safe(url)} names database {db!r}; use a number, like /0")
     elif parts.scheme not in REDIS_SCHEMES:
-        raise ConfigError(f"PUSHSVC_BROKER_URL {_safe(url)} is not a redis://, rediss://, unix:// or "
-                          "redis+sentinel:// URL")
+        raise ConfigError(f"PUSHSVC_BROKER_URL {_safe(url)} is not a redis://, rediss://, unix://, "
+                          "redis+sentinel:// or redis+cluster:// URL")
 
 
 def check_reachable(url: str) -> None:
@@ -47,13 +51,28 @@ def check_reachable(url: str) -> None:
     client = connect(url, blocking=False, socket_connect_timeout=CONNECT_TIMEOUT_SECONDS,
                      socket_timeout=CONNECT_TIMEOUT_SECONDS, retry=Retry(NoBackoff(), 0))
     try:
-        version = client.info("server").get("redis_version", "0")
-    except redis.RedisError as error:
+        version = _version(client)
+    except (redis.RedisError, redis.exceptions.RedisClusterException) as error:
         raise ConfigError(f"PUSHSVC_BROKER_URL {_safe(url)} cannot be reached: {error}") from None
     finally:
         client.close()
-    if tuple(int(p) for p in str(version).split(".")[:2] if p.isdigit()) < MIN_VERSION:
+    if _numbers(version) < MIN_VERSION:
         raise ConfigError(f"PUSHSVC_BROKER_URL {_safe(url)} runs Redis {version}; pushsvc needs 6.2 or later")
+
+
+def _version(client: redis.Redis) -> str:
+    """The oldest Redis version among the servers (every master of a cluster, which must be whole)."""
+    if not isinstance(client, redis.Redis):  # a cluster
+        state = client.cluster_info().get("cluster_state")
+        if state != "ok":
+            raise redis.ConnectionError(f"the cluster says cluster_state:{state}")
+        infos = client.info("server", target_nodes=client.PRIMARIES).values()
+        return min((str(info.get("redis_version", "0")) for info in infos), key=_numbers)
+    return str(client.info("server").get("redis_version", "0"))
+
+
+def _numbers(version: str) -> tuple[int, ...]:
+    return tuple(int(p) for p in version.split(".")[:2] if p.isdigit())
 
 
 def main() -> None:

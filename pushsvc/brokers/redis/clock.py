@@ -4,7 +4,7 @@ A publish whose answer does not come back in time is answered ``503``; but Redis
 later (a ``CLIENT PAUSE``, a long command ahead of it, a slow disk on ``appendfsync always``) and store an
 event that its publisher was told is lost. So each publish carries a deadline, and the script stores
 nothing once Redis's own ``TIME`` is past it. The deadline falls well before the client gives up
-(:data:`~pushsvc.brokers.redis.broker.COMMAND_TIMEOUT_SECONDS`), so whenever the publisher says 503 the
+(:data:`~pushsvc.brokers.redis.timeouts.COMMAND_TIMEOUT_SECONDS`), so whenever the publisher says 503 the
 deadline has passed: the margin is far larger than the error of the offset (half a round trip).
 
 Behind Sentinel the server can change under the same client (a failover), and another machine's clock

@@ -20,6 +20,7 @@ from redis.retry import Retry
 from redis.sentinel import Sentinel, SentinelConnectionPool
 
 from ...config import SENTINEL_SCHEMES, ConfigError
+from .cluster_url import LazyCluster, cluster_client, is_cluster
 
 DEFAULT_SENTINEL_PORT = 26379
 # Asking a sentinel for the master fails fast too: three sentinels that do not answer cost a publish
@@ -87,7 +88,10 @@ class BlockingSentinelPool(SentinelConnectionPool, redis.BlockingConnectionPool)
 
 def connect(url: str, *, blocking: bool, **options: Any) -> redis.Redis:
     """A client for ``url`` with its own pool. ``options`` are redis-py's pool and connection options
-    (``max_connections``, ``timeout`` for a blocking pool, socket timeouts, ``client_name``…)."""
+    (``max_connections``, ``timeout`` for a blocking pool, socket timeouts, ``client_name``…). For a
+    Redis Cluster, a client of the whole cluster (see :mod:`.cluster_url`), with pools per node."""
+    if is_cluster(url):
+        return cluster_client(url, options)  # type: ignore[return-value]
     if not is_sentinel(url):
         pool_class = redis.BlockingConnectionPool if blocking else redis.ConnectionPool
         try:
@@ -117,6 +121,8 @@ def blocking_reader(url: str, *, name: str, block_seconds: float, connect_timeou
 
 def server_address(client: redis.Redis) -> str | None:
     """``host:port`` of the server the client's pool uses now (for Sentinel: the master it last found)."""
+    if isinstance(client, LazyCluster):
+        return None  # many servers: their clocks are taken to agree (NTP), as the cluster's own do
     pool = client.connection_pool
     if isinstance(pool, SentinelConnectionPool):
         address = pool.master_address
@@ -124,6 +130,14 @@ def server_address(client: redis.Redis) -> str | None:
         kwargs = pool.connection_kwargs
         address = (kwargs.get("host"), kwargs.get("port")) if "host" in kwargs else None
     return None if address is None else f"{address[0]}:{address[1]}"
+
+
+def disconnect(client: redis.Redis) -> None:
+    """Close the client's connections; it connects again on its next command."""
+    if isinstance(client, LazyCluster):
+        client.close()
+    else:
+        client.connection_pool.disconnect()
 
 
 def safe_url(url: str) -> str:

@@ -23,7 +23,7 @@ import redis
 from gevent.pool import Pool
 
 from ...transitions import BATCH, Consumer, Tracking, Transition, client_transitions, group_transitions
-from .connect import blocking_reader
+from .connect import blocking_reader, disconnect
 from .schema import Keys
 from .transitions import parse_entry
 
@@ -68,7 +68,7 @@ class Feed:
             self._greenlet.kill(block=False)
         for pool in self.pools.values():
             pool.kill(block=False)
-        self.blocking.connection_pool.disconnect()
+        disconnect(self.blocking)
 
     def _prepare(self) -> None:
         for consumer in self.tracking.consumers:

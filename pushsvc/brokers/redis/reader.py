@@ -27,7 +27,7 @@ import gevent
 import redis
 
 from ...model import Frame, Target
-from .connect import blocking_reader
+from .connect import blocking_reader, disconnect
 from .schema import Keys, decode_target, entry_frame, stream_id_tuple
 
 log = logging.getLogger(__name__)
@@ -85,7 +85,7 @@ class Reader:
     def stop(self) -> None:
         if self._greenlet is not None:
             self._greenlet.kill(block=False)
-        self.redis.connection_pool.disconnect()
+        disconnect(self.redis)
 
     def _connect(self) -> None:
         generation, last = self._head()

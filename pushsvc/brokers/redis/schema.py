@@ -52,6 +52,21 @@ class Keys:
         return f"{self.base}:epoch"
 
     @property
+    def since(self) -> str:
+        """The generation a shard's server started with (a Redis Cluster's shards, :mod:`.shard_scripts`)."""
+        return f"{self.base}:since"
+
+    @property
+    def fan_lock(self) -> str:
+        """The lock one fan-out to every shard holds at a time (:mod:`.fanout`)."""
+        return f"{self.base}:fan:lock"
+
+    @property
+    def fan_last(self) -> str:
+        """The newest id (ms) handed out to a fan-out."""
+        return f"{self.base}:fan:last"
+
+    @property
     def workers(self) -> str:
         return f"{self.base}:workers"
 
