@@ -51,7 +51,8 @@ def open_streams(servers: tuple[Gunicorn, ...], client_id: str, per_server: int 
     for stream in opened:
         assert stream.read_until(b"retry:", 10)
     total = len(opened)
-    assert wait_for(lambda: client_connections(servers[0], client_id) == total, 20)
+    assert wait_for(lambda: client_connections(servers[0], client_id) == total, 20), \
+        f"{client_connections(servers[0], client_id)} of {total} streams of {client_id} counted"
     return opened
 
 

@@ -177,12 +177,15 @@ class Cluster:
     def master_for_key(self, key: str) -> ClusterNode:
         return self.master_for_slot(self.slot_of(key))
 
-    def stream_holding(self, entry_id: str, match: str = "*") -> str | None:
-        """The stream key (matching ``match``, on any master) that holds the entry ``entry_id``."""
+    def stream_holding(self, entry_id: str, match: str = "*",
+                       where: Callable[[dict[bytes, bytes]], bool] | None = None) -> str | None:
+        """The stream key (matching ``match``, on any master) that holds the entry ``entry_id`` whose
+        fields ``where(fields)`` accepts: entry ids are unique in one stream only."""
         for master in self.masters():
             with master.client() as client:
                 for key in client.scan_iter(match=match, _type="stream"):
-                    if client.xrange(key, entry_id, entry_id):
+                    entries = client.xrange(key, entry_id, entry_id)
+                    if any(where is None or where(fields) for _, fields in entries):
                         return key.decode()
         return None
 

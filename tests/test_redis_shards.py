@@ -19,12 +19,10 @@ import httpx
 import jwt
 import pytest
 
-from pushsvc.brokers.redis.schema import parse_event_id
-
 from .flood import Flood, client_connections, open_streams, ordered, post, two_servers
 from .helpers import assert_next_is_marker, connections, publisher, wait_for
 from .redis_cluster_env import Cluster
-from .redis_tools import fresh_post, workers_holding
+from .redis_tools import fresh_post, shard_of, workers_holding
 from .servers import Gunicorn, free_port
 from .sse import RawStream
 
@@ -91,13 +89,6 @@ def seen(stream: RawStream) -> list[tuple[str, str]]:
     return [(e.id, e.data) for e in stream.events()]
 
 
-def entry(event_id: str) -> str:
-    """The stream entry id inside an event id."""
-    parsed = parse_event_id(event_id)
-    assert parsed is not None, event_id
-    return parsed[1]
-
-
 def presence_url(cluster: Cluster) -> str:
     """Where the workers write what they hold (the deployment's own hash tag, on one master)."""
     return cluster.master_for_key("{pushsvc}").url
@@ -116,7 +107,7 @@ def test_unicasts_to_ids_on_every_shard_arrive_once_with_the_answered_id(servers
         assert stream.read_until(f"data: for-{cid}\n\n".encode(), 10), stream.body[-300:]
         assert seen(stream) == [(answered[cid], f"for-{cid}")]
         assert_next_is_marker(stream, publisher(partial(fresh_post, servers[(n + 1) % 2]), to=cid))
-    keys = {redis_cluster.stream_holding(entry(answered[cid])) for cid in ids}
+    keys = {shard_of(redis_cluster, answered[cid], cid) for cid in ids}
     assert None not in keys and len(keys) >= 8, keys
     assert len({redis_cluster.master_for_key(key) for key in keys}) == 3, "not every master holds a shard"
 
@@ -137,7 +128,7 @@ def test_group_prefix_and_broadcast_reach_every_shard_once_with_the_answered_id(
     ids = [f"fan-{i}" for i in range(12)]
     streams = opened.many({cid: f"/sse/subscribe/{cid}?group=crew" for cid in ids})
     hello = {cid: send(servers[n % 2], {"to": cid, "data": "hello"}) for n, cid in enumerate(ids)}
-    assert len({redis_cluster.stream_holding(entry(eid)) for eid in hello.values()}) >= 6
+    assert len({shard_of(redis_cluster, eid, cid) for cid, eid in hello.items()}) >= 6
     sent = [hello]
     for n, target in enumerate([{"group": "crew"}, {"prefix": "fan-"}, {"broadcast": True}]):
         reply = post(servers[n % 2], {**target, "data": f"all-{n}"})
@@ -306,8 +297,8 @@ def test_a_batch_of_unicasts_and_broadcasts_arrives_in_order_on_each_stream(serv
         stream = streams[cid]
         assert stream.read_until(f"data: {batch[indexes[-1]]['data']}\n\n".encode(), 10), stream.body[-300:]
         assert seen(stream) == [(answered[i], batch[i]["data"]) for i in indexes]
-    shards = {redis_cluster.stream_holding(entry(answered[i])) for i in (0, 2, 6)}
-    assert None not in shards
+    shards = {shard_of(redis_cluster, answered[i], batch[i]["to"]) for i in (0, 2, 6)}
+    assert None not in shards and len(shards) == 3, shards
     assert_next_is_marker(list(streams.values()), publisher(partial(fresh_post, servers[0]), broadcast=True))
 
 

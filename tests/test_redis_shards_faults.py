@@ -17,12 +17,10 @@ from functools import partial
 import httpx
 import pytest
 
-from pushsvc.brokers.redis.schema import parse_event_id
-
 from .flood import Flood, open_streams, ordered, post, two_servers, worker_pids
 from .helpers import assert_next_is_marker, publisher, wait_for
 from .redis_cluster_env import Cluster, ClusterNode
-from .redis_tools import fresh_post
+from .redis_tools import fresh_post, shard_of
 from .servers import Gunicorn
 from .sse import RawStream
 
@@ -39,11 +37,9 @@ def servers(redis_cluster: Cluster) -> Iterator[tuple[Gunicorn, Gunicorn]]:
         yield pair
 
 
-def shard_key(cluster: Cluster, event_id: str) -> str:
-    """The shard stream that holds the event ``event_id``."""
-    parsed = parse_event_id(event_id)
-    assert parsed is not None, event_id
-    key = cluster.stream_holding(parsed[1], "*:events")
+def shard_key(cluster: Cluster, event_id: str, client_id: str) -> str:
+    """The shard stream that holds the event ``event_id`` to ``client_id``."""
+    key = shard_of(cluster, event_id, client_id)
     assert key is not None, f"no shard holds {event_id}"
     return key
 
@@ -58,7 +54,7 @@ def elsewhere(servers: tuple[Gunicorn, ...], cluster: Cluster, master: ClusterNo
     """A client id whose shard is on another master than ``master``."""
     for n in range(40):
         cid = f"{prefix}-{n}"
-        if cluster.master_for_key(shard_key(cluster, send(servers[0], {"to": cid, "data": "probe"}))) \
+        if cluster.master_for_key(shard_key(cluster, send(servers[0], {"to": cid, "data": "probe"}), cid)) \
                 is not master:
             return cid
     raise AssertionError(f"every {prefix}-* lives on {master}")
@@ -96,11 +92,18 @@ def check_delivery(flood: Flood, streams: dict[str, list[RawStream]], end: str, 
         for stream in opened:
             assert stream.read_until(b"data: end\n\n", 20), stream.body[-500:]
             got = [e.id for e in stream.events() if e.data != "probe"]
-            assert got[-1] == end and ordered(got), "ids out of order, or an event twice"
+            assert got[-1] == end, stream.body[-500:]
+            assert ordered(got), f"{client_id}: ids out of order, or an event twice: {disorder(stream)}"
             missing = set(accepted) - set(got)
             assert not missing, f"{len(missing)} events answered 202 never reached {client_id}"
             assert len(got) == len(accepted) + 1, "an event that was not answered 202"
             assert not stream.closed
+
+
+def disorder(stream: RawStream) -> list[tuple[tuple[str, str], tuple[str, str]]]:
+    """The neighbouring events (id, data) of ``stream`` whose ids do not increase."""
+    events = [(e.id, e.data) for e in stream.events()]
+    return [(a, b) for a, b in itertools.pairwise(events) if not ordered([a[0], b[0]])]
 
 
 def check_resume(server: Gunicorn, client_id: str, since: str, live: RawStream) -> RawStream:
@@ -132,7 +135,7 @@ def test_a_masters_failover_during_a_flood_delivers_every_202_once(servers, redi
     moment; none is a 202 that is lost."""
     flooded = f"flood-{how}"
     first = send(servers[0], {"to": flooded, "data": "probe"})
-    master = redis_cluster.master_for_key(shard_key(redis_cluster, first))
+    master = redis_cluster.master_for_key(shard_key(redis_cluster, first, flooded))
     bystander = elsewhere(servers, redis_cluster, master, f"calm-{how}")
     streams = {flooded: open_streams(servers, flooded, per_server=2),
                bystander: open_streams(servers, bystander, per_server=1)}
@@ -144,7 +147,7 @@ def test_a_masters_failover_during_a_flood_delivers_every_202_once(servers, redi
             before = len(flood.answers)
             started = time.monotonic()
             promoted = redis_cluster.failover(master) if how == "failover" else redis_cluster.kill(master)
-            assert redis_cluster.master_for_key(shard_key(redis_cluster, first)) is promoted
+            assert redis_cluster.master_for_key(shard_key(redis_cluster, first, flooded)) is promoted
             assert wait_for(lambda: flood.accepted_since(before) >= 20, RECOVERY_SECONDS), \
                 flood.answers[before:][-20:]
             recovered = time.monotonic() - started
@@ -172,7 +175,7 @@ def test_a_live_reshard_of_a_shards_slot_loses_nothing(servers, redis_cluster):
     a resume from before the move gets the events after its id, or a reset, never a silent gap."""
     flooded = "moving"
     first = send(servers[0], {"to": flooded, "data": "probe"})
-    key = shard_key(redis_cluster, first)
+    key = shard_key(redis_cluster, first, flooded)
     source = redis_cluster.master_for_key(key)
     target = next(m for m in redis_cluster.masters() if m is not source)
     bystander = elsewhere(servers, redis_cluster, source, "still")
