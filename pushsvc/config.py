@@ -99,6 +99,9 @@ class Settings:
     webhook_retry_seconds: float = DEFAULT_WEBHOOK_RETRY_SECONDS
     # Redis replicas that must hold an event before its publish is answered 202 (Redis WAIT); 0: none.
     redis_min_replicas: int = 0
+    # While events flow (more than 50 a second), a worker's reader waits this long before it reads again,
+    # so events that come one at a time are read several per wake-up; 0: read each one at once.
+    redis_read_linger_ms: int = 5
 
     @classmethod
     def load(
@@ -143,6 +146,8 @@ class Settings:
                      "max_streams_per_client"):
             if getattr(self, name) < 1:
                 _fail(name, "must be a positive whole number")
+        if not 0 <= self.redis_read_linger_ms <= 1000:
+            _fail("redis_read_linger_ms", "must be a whole number of milliseconds from 0 to 1000")
         if self.redis_min_replicas < 0:
             _fail("redis_min_replicas", "must be 0 (do not wait for replicas) or a positive whole number")
         if self.max_body_bytes < self.max_message_bytes + 1024:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from typing import Protocol
 
 from gevent.queue import Full
@@ -81,14 +81,8 @@ def open_stream(conn: Connection, *, broker: Broker, registry: Registry, stats: 
         if lifecycle is not None:
             lifecycle.opened(conn)
         yield wire.retry(retry_ms)
-        if last_event_id:
-            head, end = _resume(conn, broker, stats, last_event_id)
-            if head:
-                yield head
-            if end:
-                ended = CLOSED
-                return
-        ended = yield from _live(conn)
+        closed = yield from _replay(conn, broker, stats, last_event_id)
+        ended = CLOSED if closed else (yield from _live(conn))
     except BrokerUnavailable:
         ended = ERROR
         yield refuse("broker unavailable", last_event_id)
@@ -99,6 +93,17 @@ def open_stream(conn: Connection, *, broker: Broker, registry: Registry, stats: 
         if unwatch is not None:
             unwatch()
         _closed(conn, registry, stats, ended, lifecycle)
+
+
+def _replay(conn: Connection, broker: Broker, stats: Stats,
+            last_event_id: str | None) -> Generator[bytes, None, bool]:
+    """The resume's bytes, if the stream resumes; True when it ended on a close."""
+    if not last_event_id:
+        return False
+    head, end = _resume(conn, broker, stats, last_event_id)
+    if head:
+        yield head
+    return end
 
 
 def _closed(conn: Connection, registry: Registry, stats: Stats, ended: str,

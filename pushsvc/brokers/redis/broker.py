@@ -60,13 +60,14 @@ class RedisBroker(Broker):
     shared = True
 
     def __init__(self, url: str, *, history_size: int, history_ttl_seconds: float,
-                 namespace: str = DEFAULT_NAMESPACE, min_replicas: int = 0,
+                 namespace: str = DEFAULT_NAMESPACE, min_replicas: int = 0, read_linger_ms: int = 0,
                  follow_failover: bool | None = None):
         self.url = url
         self.keys = Keys(namespace)
         self.history_size = history_size
         self.ttl_ms = int(history_ttl_seconds * 1000)
         self.min_replicas = min_replicas
+        self.linger = read_linger_ms / 1000
         check_url(url)
         # A new generation whenever another server holds the stream: behind Sentinel (see .scripts).
         follow = is_sentinel(url) if follow_failover is None else follow_failover
@@ -105,7 +106,8 @@ class RedisBroker(Broker):
     @classmethod
     def from_settings(cls, settings: Settings) -> RedisBroker:
         return cls(settings.broker_url, history_size=settings.history_size,
-                   history_ttl_seconds=settings.history_ttl_seconds, min_replicas=settings.redis_min_replicas)
+                   history_ttl_seconds=settings.history_ttl_seconds, min_replicas=settings.redis_min_replicas,
+                   read_linger_ms=settings.redis_read_linger_ms)
 
     def _new_worker_id(self) -> None:
         # Host and pid make the presence keys readable; the random part keeps a reused pid apart.
@@ -115,8 +117,7 @@ class RedisBroker(Broker):
     # -- life cycle ---------------------------------------------------------------------------------
 
     def start(self, registry: Registry) -> None:
-        """Remember the registry to feed. The reader starts with the first stream or health check (a
-        process that only publishes never starts one)."""
+        """Remember the registry to feed; reading starts with the first stream or health check."""
         if self._pid != os.getpid():  # created before a fork: this process is another worker
             self._new_worker_id()
             self.presence = Presence(self.redis, self.keys, self.worker)
@@ -177,7 +178,7 @@ class RedisBroker(Broker):
 
     def _start_reading(self, registry: Registry) -> None:
         self.reader = Reader(self.url, self.keys, self.worker, registry.dispatch, head=self.head,
-                             connect_timeout=CONNECT_TIMEOUT_SECONDS)
+                             connect_timeout=CONNECT_TIMEOUT_SECONDS, linger=self.linger)
         self.reader.start()
 
     def _stop_reading(self) -> bool:
@@ -236,8 +237,7 @@ class RedisBroker(Broker):
         return {"ok": self.reader.healthy() and self._canary_ok, "worker": self.worker, **self.reader.state()}
 
     def probe(self) -> dict[str, Any]:
-        """A ``PING`` on the fast-failing pool first, so a hung Redis reads as down within a second,
-        even in a worker that has just started; then the cached state."""
+        """A ``PING`` first (a hung Redis reads as down within a second, in a new worker too), then health."""
         try:
             self.redis.ping()
         except redis.RedisError as error:

@@ -39,6 +39,11 @@ BATCH = 500
 CANARY_INTERVAL_SECONDS = 1.0
 # Health fails when no canary tick came back for this long.
 CANARY_STALE_SECONDS = 3.0
+# While events flow (the previous read with entries ended less than LINGER_WHEN_SECONDS ago), the reader
+# waits ``linger`` seconds (PUSHSVC_REDIS_READ_LINGER_MS) before it reads again, so events that come one at
+# a time are read several per wake-up instead of one each. A lone event, or the first of a burst, is read
+# at once: the reader is blocked in XREAD then. So it adds at most ``linger``, only while events come fast.
+LINGER_WHEN_SECONDS = 0.02
 # Reconnect backoff: doubling from the first step up to the cap, each wait a random part of it, so
 # workers that lost Redis together do not come back together.
 BACKOFF_FIRST_SECONDS = 0.1
@@ -49,7 +54,7 @@ class Reader:
     """Reads the stream for one worker and hands each event to ``dispatch(target, frame)``."""
 
     def __init__(self, url: str, keys: Keys, worker: str, dispatch: Callable[[Target, Frame], Any],
-                 *, head: Callable[[], tuple[str, str]], connect_timeout: float):
+                 *, head: Callable[[], tuple[str, str]], connect_timeout: float, linger: float = 0.0):
         self.keys = keys
         self.worker = worker
         self.dispatch = dispatch
@@ -72,6 +77,8 @@ class Reader:
         self._targets: dict[bytes, Target] = {}
         self._greenlet: gevent.Greenlet | None = None
         self.started = False
+        self.linger = linger
+        self._flowing_since = 0.0  # when the last read with entries ended
 
     def start(self) -> None:
         """Find where the stream stands now (so the first subscriber misses nothing), then read on."""
@@ -146,11 +153,19 @@ class Reader:
         canary_key = self.keys.canary(self.worker)
         reply = self.redis.xread({self.keys.stream: self.last_id, canary_key: self.canary_id},
                                  count=BATCH, block=BLOCK_MS)
+        read = 0
         for key, entries in reply or ():
             if key.decode() == canary_key:
                 self._canary(entries)
             else:
                 self._deliver(entries)
+                read = len(entries)
+        if read and read < BATCH:
+            now = time.monotonic()
+            flowing = now - self._flowing_since < LINGER_WHEN_SECONDS
+            self._flowing_since = now
+            if flowing and self.linger:
+                gevent.sleep(self.linger)
 
     def _deliver(self, entries: list[tuple[bytes, dict[bytes, bytes]]]) -> None:
         targets = self._targets

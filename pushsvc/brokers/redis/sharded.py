@@ -64,7 +64,8 @@ class ShardedBroker(RedisBroker):
     @classmethod
     def from_settings(cls, settings: Settings) -> ShardedBroker:
         return cls(settings.broker_url, history_size=settings.history_size,
-                   history_ttl_seconds=settings.history_ttl_seconds, min_replicas=settings.redis_min_replicas)
+                   history_ttl_seconds=settings.history_ttl_seconds, min_replicas=settings.redis_min_replicas,
+                   read_linger_ms=settings.redis_read_linger_ms)
 
     def shard_of(self, client_id: str) -> int:
         return zlib.crc32(client_id.encode("utf-8")) % self.shards
@@ -116,7 +117,8 @@ class ShardedBroker(RedisBroker):
             return registry.dispatch(target, frame, shard)
 
         reader = Reader(self.url, self.shard_keys[shard], self.worker, dispatch,
-                        head=lambda: self.shard_head(shard), connect_timeout=CONNECT_TIMEOUT_SECONDS)
+                        head=lambda: self.shard_head(shard), connect_timeout=CONNECT_TIMEOUT_SECONDS,
+                        linger=self.linger)
         try:
             reader.start()
         finally:
