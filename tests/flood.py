@@ -14,7 +14,7 @@ import httpx
 
 from pushsvc.brokers.redis.schema import event_key, parse_event_id
 
-from .helpers import wait_for
+from .helpers import connections, wait_for
 from .servers import Gunicorn
 from .sse import RawStream
 
@@ -41,6 +41,13 @@ def post(server: Gunicorn, body: dict | list) -> httpx.Response:
     return httpx.post(server.url("/sse/publish"), json=body, timeout=10)
 
 
+def send(server: Gunicorn, body: dict) -> str:
+    """The id of ``body``, published; it must be answered 202."""
+    reply = post(server, body)
+    assert reply.status_code == 202, reply.text
+    return reply.json()["id"]
+
+
 def open_streams(servers: tuple[Gunicorn, ...], client_id: str, per_server: int = STREAMS_PER_SERVER,
                  query: str = "") -> list[RawStream]:
     """Streams of ``client_id`` on every server, opened several at once so both workers take some."""
@@ -61,6 +68,35 @@ def client_connections(server: Gunicorn, client_id: str) -> int:
         reply = httpx.get(server.url(f"/sse/clients/{client_id}"), timeout=5)
         return reply.json()["connections"] if reply.status_code == 200 else 0
     return 0
+
+
+class Opened:
+    """The streams a test opens, over both servers; all closed after it, and then none may be left."""
+
+    def __init__(self, servers: tuple[Gunicorn, Gunicorn]):
+        self.servers = servers
+        self.streams: list[RawStream] = []
+
+    def one(self, server: Gunicorn, path: str, headers: dict[str, str] | None = None) -> RawStream:
+        stream = RawStream(server.port, path, headers, timeout=10)
+        self.streams.append(stream)
+        return stream
+
+    def many(self, paths: dict[str, str]) -> dict[str, RawStream]:
+        """Open ``name -> path`` all at once, alternating servers (so every worker takes some); once the
+        service counts them all."""
+        before = connections(self.servers[0])
+        jobs = [(self.servers[n % 2], path) for n, path in enumerate(paths.values())]
+        with ThreadPoolExecutor(8) as pool:
+            opened = list(pool.map(lambda job: self.one(*job), jobs))
+        for stream in opened:
+            assert stream.status == 200 and stream.read_until(b"retry:", 10), stream.body[-300:]
+        assert wait_for(lambda: connections(self.servers[0]) == before + len(opened), 20)
+        return dict(zip(paths, opened, strict=True))
+
+    def close_all(self) -> None:
+        for stream in self.streams:
+            stream.close()
 
 
 class Flood:
@@ -104,6 +140,13 @@ class Flood:
         """The ids answered 202 for the publishes whose body ``addressed(body)`` says a stream gets."""
         pairs = list(zip(self.sent, self.answers, strict=False))
         return [answer[1] for body, answer in pairs if answer[0] == 202 and answer[1] and addressed(body)]
+
+    def status_of(self, data: str) -> int | None:
+        """The answer's status to the publish of ``data``, if this flood sent it."""
+        for body, (status, _, _) in zip(self.sent, self.answers, strict=False):
+            if body.get("data") == data:
+                return status
+        return None
 
     def accepted_since(self, count: int) -> int:
         return sum(1 for status, _, _ in self.answers[count:] if status == 202)

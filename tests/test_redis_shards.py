@@ -20,7 +20,7 @@ import httpx
 import jwt
 import pytest
 
-from .flood import Flood, client_connections, open_streams, ordered, post, two_servers
+from .flood import Flood, Opened, client_connections, open_streams, ordered, post, send, two_servers
 from .helpers import assert_next_is_marker, connections, publisher, wait_for
 from .redis_cluster_env import Cluster
 from .redis_tools import fresh_post, shard_of, workers_holding
@@ -41,35 +41,6 @@ def servers(redis_cluster: Cluster) -> Iterator[tuple[Gunicorn, Gunicorn]]:
         yield pair
 
 
-class Opened:
-    """The streams a test opens, over both servers; all closed after it, and then none may be left."""
-
-    def __init__(self, servers: tuple[Gunicorn, Gunicorn]):
-        self.servers = servers
-        self.streams: list[RawStream] = []
-
-    def one(self, server: Gunicorn, path: str, headers: dict[str, str] | None = None) -> RawStream:
-        stream = RawStream(server.port, path, headers, timeout=10)
-        self.streams.append(stream)
-        return stream
-
-    def many(self, paths: dict[str, str]) -> dict[str, RawStream]:
-        """Open ``name -> path`` all at once, alternating servers (so every worker takes some); once the
-        service counts them all."""
-        before = connections(self.servers[0])
-        jobs = [(self.servers[n % 2], path) for n, path in enumerate(paths.values())]
-        with ThreadPoolExecutor(8) as pool:
-            opened = list(pool.map(lambda job: self.one(*job), jobs))
-        for stream in opened:
-            assert stream.status == 200 and stream.read_until(b"retry:", 10), stream.body[-300:]
-        assert wait_for(lambda: connections(self.servers[0]) == before + len(opened), 20)
-        return dict(zip(paths, opened, strict=True))
-
-    def close_all(self) -> None:
-        for stream in self.streams:
-            stream.close()
-
-
 @pytest.fixture
 def opened(servers: tuple[Gunicorn, Gunicorn]) -> Iterator[Opened]:
     streams = Opened(servers)
@@ -78,12 +49,6 @@ def opened(servers: tuple[Gunicorn, Gunicorn]) -> Iterator[Opened]:
     finally:
         streams.close_all()
     assert wait_for(lambda: connections(servers[0]) == 0, 20), "streams leaked past the test"
-
-
-def send(server: Gunicorn, body: dict) -> str:
-    reply = post(server, body)
-    assert reply.status_code == 202, reply.text
-    return reply.json()["id"]
 
 
 def seen(stream: RawStream) -> list[tuple[str, str]]:
