@@ -8,6 +8,7 @@ import httpx
 import pytest
 
 from .helpers import BROKERS, connections, wait_for
+from .redis_cluster_env import Cluster, started_cluster
 from .redis_tools import cluster_env, wait_all_workers
 from .servers import Gunicorn, RedisServer, service
 from .sse import Listener, RawStream
@@ -40,6 +41,14 @@ def cluster(redis_server: RedisServer) -> Iterator[Gunicorn]:
     with Gunicorn(workers=2, env=cluster_env(redis_server)) as gunicorn:
         wait_all_workers(gunicorn, redis_server.url)
         yield gunicorn
+
+
+@pytest.fixture(scope="module")
+def redis_cluster() -> Iterator[Cluster]:
+    """A private Redis Cluster (three masters, a replica each) for one test module; see
+    ``tests/redis_cluster_env.py`` for what it can do (fail over, kill a master, move a slot)."""
+    with started_cluster() as cluster:
+        yield cluster
 
 
 @pytest.fixture

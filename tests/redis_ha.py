@@ -24,11 +24,13 @@ FAILOVER_TIMEOUT_MS = 4000
 
 
 class RedisNode(RedisServer):
-    """A ``redis-server`` that may start as a replica of another, and keeps its own directory."""
+    """A ``redis-server`` that may start as a replica of another, and keeps its own directory;
+    ``args`` are more options for it (a cluster node's, say)."""
 
-    def __init__(self, *, replica_of: int | None = None):
+    def __init__(self, *, replica_of: int | None = None, args: tuple[str, ...] = ()):
         super().__init__()
         self.replica_of = replica_of
+        self.args = args
 
     def start(self, timeout: float = 10) -> RedisNode:
         # A replica (re)joining gets its copy at once, not after the 5 s Redis waits for more replicas.
@@ -36,6 +38,7 @@ class RedisNode(RedisServer):
                 "no", "--dir", self.dir, "--daemonize", "no", "--repl-diskless-sync-delay", "0"]
         if self.replica_of is not None:
             args += ["--replicaof", "127.0.0.1", str(self.replica_of)]
+        args += self.args
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                      start_new_session=True)
         assert wait_for(self.answers, timeout), f"redis-server on {self.port} did not start"

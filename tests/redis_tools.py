@@ -1,4 +1,5 @@
-"""Helpers for the Redis tests: a multi-worker gunicorn on a private Redis, and a look at its presence."""
+"""Helpers for the Redis tests: a multi-worker gunicorn on a private Redis, a look at its presence, and
+which shard of a Redis Cluster holds an event."""
 
 from __future__ import annotations
 
@@ -9,7 +10,10 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import redis
 
+from pushsvc.brokers.redis.schema import parse_event_id
+
 from .helpers import wait_for
+from .redis_cluster_env import Cluster
 from .servers import Gunicorn, RedisServer
 from .sse import RawStream
 
@@ -65,6 +69,16 @@ def workers_holding(redis_url: str, client_ids: list[str]) -> set[int]:
     for client_id in client_ids:
         pids.update(holders(redis_url, client_id))
     return pids
+
+
+def shard_of(cluster: Cluster, event_id: str, client_id: str) -> str | None:
+    """The shard stream holding the event ``event_id`` addressed to ``client_id`` (a stream id alone may
+    be in several shards: each shard's Redis numbers its own entries)."""
+    parsed = parse_event_id(event_id)
+    assert parsed is not None, event_id
+    generation, entry = parsed
+    return cluster.stream_holding(entry, "*:events", lambda fields: fields[b"g"].decode() == generation
+                                  and client_id.encode() in fields[b"t"].split(b"\n"))
 
 
 class Streams:

@@ -8,23 +8,19 @@ gets ``event: reset``, and new ids never collide with old ones."""
 
 from __future__ import annotations
 
-import contextlib
-import itertools
 import json
 import signal
-import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
 
 from pushsvc.brokers.redis.connect import parse_sentinel_url
-from pushsvc.brokers.redis.schema import event_key, parse_event_id
 from pushsvc.config import ConfigError, Settings
 
+from .flood import Flood, client_connections, healthy, open_streams, ordered, post, two_servers, worker_pids
 from .helpers import assert_next_is_marker, publisher, wait_for
-from .redis_ha import Sentinels, sentinels
+from .redis_ha import sentinels
 from .servers import Gunicorn, free_port
 from .sse import RawStream
 
@@ -33,102 +29,11 @@ from .sse import RawStream
 FAST = 2.0
 FLOOD_FAST = 3.0
 RECOVERY_SECONDS = 30
-STREAMS_PER_SERVER = 4
-
-
-@contextlib.contextmanager
-def two_servers(ha: Sentinels, **env: str):
-    """Two gunicorn servers of two workers each on the same Sentinel URL."""
-    settings = {"PUSHSVC_BROKER_URL": ha.url, "PUSHSVC_HEARTBEAT_SECONDS": "1", **env}
-    with Gunicorn(workers=2, env=settings) as first, Gunicorn(workers=2, env=settings) as second:
-        for server in (first, second):
-            assert wait_for(lambda: healthy(server), 20, interval=0.2), server.output()[-3000:]  # noqa: B023
-        yield first, second
-
-
-def healthy(server: Gunicorn) -> bool:
-    with contextlib.suppress(httpx.HTTPError):
-        return all(httpx.get(server.url("/healthz"), timeout=5).status_code == 200 for _ in range(4))
-    return False
-
-
-def post(server: Gunicorn, body: dict) -> httpx.Response:
-    return httpx.post(server.url("/sse/publish"), json=body, timeout=10)
-
-
-def open_streams(servers: tuple[Gunicorn, ...], client_id: str) -> list[RawStream]:
-    """Streams of ``client_id`` on every server, opened several at once so both workers take some."""
-    def one(server: Gunicorn) -> RawStream:
-        return RawStream(server.port, f"/sse/subscribe/{client_id}", timeout=10)
-    with ThreadPoolExecutor(8) as pool:
-        opened = list(pool.map(one, [s for s in servers for _ in range(STREAMS_PER_SERVER)]))
-    for stream in opened:
-        assert stream.read_until(b"retry:", 10)
-    total = len(opened)
-    assert wait_for(lambda: client_connections(servers[0], client_id) == total, 20)
-    return opened
-
-
-def client_connections(server: Gunicorn, client_id: str) -> int:
-    with contextlib.suppress(httpx.HTTPError):
-        reply = httpx.get(server.url(f"/sse/clients/{client_id}"), timeout=5)
-        return reply.json()["connections"] if reply.status_code == 200 else 0
-    return 0
-
-
-class Flood:
-    """Publishes to one client id, one request after the other, alternating servers, in a thread;
-    remembers every answer (status, event id, seconds it took) in publish order."""
-
-    def __init__(self, servers: tuple[Gunicorn, ...], client_id: str):
-        self.servers = servers
-        self.client_id = client_id
-        self.answers: list[tuple[int, str | None, float]] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        n = 0
-        while not self._stop.is_set():
-            server = self.servers[n % len(self.servers)]
-            started = time.monotonic()
-            try:
-                reply = post(server, {"to": self.client_id, "data": f"n{n}"})
-                status = reply.status_code
-                event_id = reply.json().get("id") if status == 202 else None
-            except httpx.HTTPError:
-                status, event_id = 0, None
-            self.answers.append((status, event_id, time.monotonic() - started))
-            n += 1
-            time.sleep(0.01)
-
-    def accepted(self) -> list[str]:
-        return [event_id for status, event_id, _ in self.answers if status == 202 and event_id]
-
-    def accepted_since(self, count: int) -> int:
-        return sum(1 for status, _, _ in self.answers[count:] if status == 202)
-
-    def __enter__(self) -> Flood:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(30)
-
-
-def ordered(ids: list[str]) -> bool:
-    keys = [event_key(*parse_event_id(i)) for i in ids]  # type: ignore[misc]
-    return all(a < b for a, b in itertools.pairwise(keys))
-
-
-def worker_pids(servers: tuple[Gunicorn, ...]) -> set[int]:
-    return {pid for server in servers for pid in server.worker_pids()}
 
 
 @pytest.mark.parametrize("how", ["sentinel-failover", "master-killed"])
 def test_a_failover_during_a_publish_flood_delivers_every_202_and_no_gap(how):
-    with sentinels(replicas=2) as ha, two_servers(ha, PUSHSVC_REDIS_MIN_REPLICAS="1") as servers:
+    with sentinels(replicas=2) as ha, two_servers(ha.url, PUSHSVC_REDIS_MIN_REPLICAS="1") as servers:
         streams = open_streams(servers, "flood")
         pids = worker_pids(servers)
         old = ha.master_port()
@@ -179,7 +84,7 @@ def test_a_failover_during_a_publish_flood_delivers_every_202_and_no_gap(how):
 
 
 def test_no_master_is_503_fast_and_lost_events_give_reset_not_a_gap():
-    with sentinels() as ha, two_servers(ha) as servers:
+    with sentinels() as ha, two_servers(ha.url) as servers:
         first, second = servers
         pids = worker_pids(servers)
         stream = RawStream(first.port, "/sse/subscribe/gap", timeout=10)
