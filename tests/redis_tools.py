@@ -4,6 +4,7 @@ which shard of a Redis Cluster holds an event."""
 from __future__ import annotations
 
 import contextlib
+import zlib
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
@@ -50,13 +51,13 @@ def wait_all_workers(server: Gunicorn, redis_url: str, timeout: float = 20) -> N
     assert wait_for(ready, timeout, interval=0.2), f"not all workers came up:\n{server.output()[-2000:]}"
 
 
-def holders(redis_url: str, client_id: str) -> dict[int, int]:
+def holders(redis_url: str, client_id: str, namespace: str = NAMESPACE) -> dict[int, int]:
     """Worker pid -> open streams of ``client_id`` there, as that worker wrote it into Redis."""
     r = redis.Redis.from_url(redis_url)
     try:
         found = {}
-        for worker in r.smembers(f"{NAMESPACE}:workers"):
-            entry = r.hget(f"{NAMESPACE}:w:".encode() + worker + b":c", client_id)
+        for worker in r.smembers(f"{namespace}:workers"):
+            entry = r.hget(f"{namespace}:w:".encode() + worker + b":c", client_id)
             if entry is not None:
                 found[int(worker.decode().split("-")[-2])] = int(entry.split()[0])
         return found
@@ -68,6 +69,15 @@ def workers_holding(redis_url: str, client_ids: list[str]) -> set[int]:
     pids: set[int] = set()
     for client_id in client_ids:
         pids.update(holders(redis_url, client_id))
+    return pids
+
+
+def workers_holding_on(cluster: Cluster, client_ids: list[str], shards: int) -> set[int]:
+    """As :func:`workers_holding`, on a Redis Cluster: each client's presence is under its shard's tag."""
+    pids: set[int] = set()
+    for client_id in client_ids:
+        namespace = f"{{pushsvc:{zlib.crc32(client_id.encode()) % shards}}}"
+        pids.update(holders(cluster.master_for_key(namespace).url, client_id, namespace))
     return pids
 
 

@@ -23,7 +23,7 @@ import pytest
 from .flood import Flood, Opened, client_connections, open_streams, ordered, post, send, two_servers
 from .helpers import assert_next_is_marker, connections, publisher, wait_for
 from .redis_cluster_env import Cluster
-from .redis_tools import fresh_post, shard_of, workers_holding
+from .redis_tools import fresh_post, shard_of, workers_holding_on
 from .servers import Gunicorn, free_port
 from .sse import RawStream
 
@@ -55,15 +55,10 @@ def seen(stream: RawStream) -> list[tuple[str, str]]:
     return [(e.id, e.data) for e in stream.events()]
 
 
-def presence_url(cluster: Cluster) -> str:
-    """Where the workers write what they hold (the deployment's own hash tag, on one master)."""
-    return cluster.master_for_key("{pushsvc}").url
-
-
 def test_unicasts_to_ids_on_every_shard_arrive_once_with_the_answered_id(servers, opened, redis_cluster):
     ids = [f"uni-{i}" for i in range(24)]
     streams = opened.many({cid: f"/sse/subscribe/{cid}" for cid in ids})
-    assert len(workers_holding(presence_url(redis_cluster), ids)) >= 3, "streams not spread over workers"
+    assert len(workers_holding_on(redis_cluster, ids, SHARDS)) >= 3, "streams not spread over workers"
     answered = {}
     for n, cid in enumerate(ids):
         reply = post(servers[n % 2], {"to": cid, "data": f"for-{cid}"})
@@ -197,7 +192,7 @@ def test_close_ends_the_streams_of_an_id_on_every_worker_and_clients_counts_them
     shut = open_streams(servers, "shut", per_server=3)
     opened.streams += shut
     stay = opened.many({"stay": "/sse/subscribe/stay?group=g1"})["stay"]
-    assert len(workers_holding(presence_url(redis_cluster), ["shut"])) >= 3, "streams not spread"
+    assert len(workers_holding_on(redis_cluster, ["shut"], SHARDS)) >= 3, "streams not spread"
     for server in servers:
         listing = httpx.get(server.url("/sse/clients"), timeout=10).json()
         assert (listing["count"], listing["connections"]) == (2, 7)

@@ -172,6 +172,10 @@ class Reader:
         for raw_id, fields in entries:
             # Advance first: an entry that cannot be delivered is skipped, never read again and again.
             self.last_id = raw_id.decode()
+            # A fan-out on a cluster's shard raises its generation without a loss (see .shard_scripts):
+            # follow it, so a reconnect compares with the newest generation read, not the first.
+            if self.generation is not None and int(fields[b"g"]) > int(self.generation):
+                self.generation = fields[b"g"].decode()
             target = targets.get(fields[b"t"])
             if target is None:
                 if len(targets) > 4096:
