@@ -153,7 +153,9 @@ class Service:
             with socket.create_connection(("127.0.0.1", self.port), timeout=2) as s:
                 s.sendall(b"GET /healthz HTTP/1.0\r\n\r\n")
                 s.recv(100)
-            return client.scard("{pushsvc}:workers") >= workers
+            # With a cluster, each shard has its own presence: every worker writes a share into each.
+            key = "{pushsvc:0}:workers" if url.startswith("redis+cluster://") else "{pushsvc}:workers"
+            return client.scard(key) >= workers
         wait(all_up, 30, "the workers did not come up")
 
     def worker_pids(self) -> list[int]:

@@ -91,9 +91,13 @@ class LazyCluster:
     def client(self) -> RedisCluster:
         if self._client is None:
             nodes = [ClusterNode(host, port) for host, port in self.target.nodes]
+            host, port = self.target.nodes[0]
             try:
-                self._client = RedisCluster(startup_nodes=nodes, username=self.target.username,
-                                            password=self.target.password, **self.options)
+                # Built "from a URL" so that each node's pool is of the class asked for (a blocking one:
+                # a greenlet that finds every connection to a node busy waits a while, as with one Redis).
+                self._client = RedisCluster.from_url(f"redis://{host}:{port}", startup_nodes=nodes,
+                                                     username=self.target.username,
+                                                     password=self.target.password, **self.options)
             except redis.exceptions.RedisClusterException as error:
                 # Raised when no startup node answers: the same "cannot reach Redis" as any other.
                 raise redis.ConnectionError(str(error)) from error
@@ -117,8 +121,12 @@ class LazyCluster:
             self._client = None
 
 
-def cluster_client(url: str, options: dict[str, Any]) -> LazyCluster:
-    """A lazily built cluster client for ``url``; ``options`` as for a connection (timeouts, retry…)."""
+def cluster_client(url: str, options: dict[str, Any], *, blocking: bool) -> LazyCluster:
+    """A lazily built cluster client for ``url``; ``options`` as for a connection (timeouts, retry…),
+    with a blocking pool per node (``timeout``: its wait) if ``blocking``."""
     options = dict(options)
-    options.pop("timeout", None)  # the blocking pool's wait: a cluster client's pools do not wait
+    if blocking:
+        options["connection_pool_class"] = redis.BlockingConnectionPool
+    else:
+        options.pop("timeout", None)
     return LazyCluster(parse_cluster_url(url), options)

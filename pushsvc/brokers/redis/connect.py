@@ -91,7 +91,7 @@ def connect(url: str, *, blocking: bool, **options: Any) -> redis.Redis:
     (``max_connections``, ``timeout`` for a blocking pool, socket timeouts, ``client_name``…). For a
     Redis Cluster, a client of the whole cluster (see :mod:`.cluster_url`), with pools per node."""
     if is_cluster(url):
-        return cluster_client(url, options)  # type: ignore[return-value]
+        return cluster_client(url, options, blocking=blocking)  # type: ignore[return-value]
     if not is_sentinel(url):
         pool_class = redis.BlockingConnectionPool if blocking else redis.ConnectionPool
         try:
