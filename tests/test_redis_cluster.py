@@ -14,7 +14,7 @@ import pytest
 import redis
 
 from pushsvc.brokers.redis.broker import POOL_SIZE
-from pushsvc.brokers.redis.presence import PRESENCE_TTL_SECONDS
+from pushsvc.config import DEFAULT_PRESENCE_TTL_SECONDS as PRESENCE_TTL_SECONDS
 
 from .helpers import assert_next_is_marker, publisher, wait_for
 from .redis_tools import (

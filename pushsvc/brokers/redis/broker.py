@@ -26,7 +26,7 @@ from gevent.monkey import is_module_patched
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from ...config import Settings
+from ...config import DEFAULT_PRESENCE_TTL_SECONDS, Settings
 from ...model import ClientInfo, Message, Published, Replay
 from ...registry import Connection, Registry
 from ...transitions import Tracking
@@ -39,7 +39,7 @@ from .errors import UNAVAILABLE, unavailable
 from .history import RedisHistory
 from .idempotency import RedisIdempotency
 from .lifecycle import RedisTracking
-from .presence import PRESENCE_REFRESH_SECONDS, Presence
+from .presence import Presence, refresh_seconds
 from .reader import CANARY_INTERVAL_SECONDS, Reader, write_canary
 from .replicas import WAIT_TIMEOUT_MS, publish_replicated
 from .schema import (
@@ -72,7 +72,7 @@ class RedisBroker(Broker):
 
     def __init__(self, url: str, *, history_size: int, history_ttl_seconds: float,
                  namespace: str = DEFAULT_NAMESPACE, min_replicas: int = 0,
-                 follow_failover: bool | None = None):
+                 follow_failover: bool | None = None, presence_ttl: float = DEFAULT_PRESENCE_TTL_SECONDS):
         self.url = url
         self.keys = Keys(namespace)
         self.history_size = history_size
@@ -101,7 +101,7 @@ class RedisBroker(Broker):
         self._pid: int | None = None
         self.worker = ""
         self._new_worker_id()
-        self.presence = Presence(self.redis, self.keys, self.worker)
+        self.presence = Presence(self.redis, self.keys, self.worker, ttl_seconds=presence_ttl)
         self.reader: Reader | None = None
         self._keeper: gevent.Greenlet | None = None
         self._canary_ok = True
@@ -111,12 +111,13 @@ class RedisBroker(Broker):
 
     def track_presence(self, tracking: Tracking) -> None:
         self.tracking = RedisTracking(self.url, self.redis, self.keys, tracking,
-                                      connect_timeout=CONNECT_TIMEOUT_SECONDS)
+                                      connect_timeout=CONNECT_TIMEOUT_SECONDS, ttl_seconds=self.presence.ttl)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> RedisBroker:
         return cls(settings.broker_url, history_size=settings.history_size,
-                   history_ttl_seconds=settings.history_ttl_seconds, min_replicas=settings.redis_min_replicas)
+                   history_ttl_seconds=settings.history_ttl_seconds, min_replicas=settings.redis_min_replicas,
+                   presence_ttl=settings.presence_ttl_seconds)
 
     def _new_worker_id(self) -> None:
         # Host and pid make the presence keys readable; the random part keeps a reused pid apart.
@@ -130,7 +131,7 @@ class RedisBroker(Broker):
         process that only publishes never starts one)."""
         if self._pid != os.getpid():  # created before a fork: this process is another worker
             self._new_worker_id()
-            self.presence = Presence(self.redis, self.keys, self.worker)
+            self.presence = Presence(self.redis, self.keys, self.worker, ttl_seconds=self.presence.ttl)
             self.reader = None
             self._keeper = None
             self._serving = False
@@ -190,7 +191,7 @@ class RedisBroker(Broker):
 
     def _keep(self) -> None:
         """Every second a canary tick for the reader; every few seconds the presence refresh."""
-        refresh_every = max(1, int(PRESENCE_REFRESH_SECONDS / CANARY_INTERVAL_SECONDS))
+        refresh_every = max(1, int(refresh_seconds(self.presence.ttl) / CANARY_INTERVAL_SECONDS))
         tick = 0
         while True:
             try:
