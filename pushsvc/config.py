@@ -51,6 +51,12 @@ DEFAULT_MAX_STREAMS_PER_CLIENT = 100
 # (EventSource waits retry_ms, 3 s, before it comes back): within this, no online/offline is reported.
 DEFAULT_PRESENCE_GRACE_SECONDS = 5.0
 MAX_PRESENCE_GRACE_SECONDS = 3600.0
+# With Redis, the clients of a worker that dies without a word stay online this long after its last
+# refresh (it refreshes three times as often): longer forgives a worker that stalls, shorter reports its
+# clients offline sooner. The contract promises at most 30 s.
+DEFAULT_PRESENCE_TTL_SECONDS = 15.0
+MIN_PRESENCE_TTL_SECONDS = 3.0
+MAX_PRESENCE_TTL_SECONDS = 30.0
 # A webhook receiver that is down is retried this long (with backoff) before its batch is given up.
 DEFAULT_WEBHOOK_RETRY_SECONDS = 600.0
 WEBHOOK_SCHEMES = ("http", "https")
@@ -92,6 +98,7 @@ class Settings:
     legacy_routes: bool = True
     # Presence transitions (section 8 of the contract): on_online/on_offline, webhooks, ?presence=1.
     presence_grace_seconds: float = DEFAULT_PRESENCE_GRACE_SECONDS
+    presence_ttl_seconds: float = DEFAULT_PRESENCE_TTL_SECONDS
     # Off: no transitions are tracked at all (per-stream hooks and /sse/clients still work).
     presence_tracking: bool = True
     webhook_url: str | None = None
@@ -161,6 +168,9 @@ class Settings:
     def _validate_presence(self) -> None:
         if not 0 <= self.presence_grace_seconds <= MAX_PRESENCE_GRACE_SECONDS:
             _fail("presence_grace_seconds", f"must be 0 to {MAX_PRESENCE_GRACE_SECONDS:.0f} seconds")
+        if not MIN_PRESENCE_TTL_SECONDS <= self.presence_ttl_seconds <= MAX_PRESENCE_TTL_SECONDS:
+            _fail("presence_ttl_seconds",
+                  f"must be {MIN_PRESENCE_TTL_SECONDS:.0f} to {MAX_PRESENCE_TTL_SECONDS:.0f} seconds")
         if not self.webhook_retry_seconds > 0:
             _fail("webhook_retry_seconds", "must be a positive number of seconds")
         if self.webhook_url is None:

@@ -36,9 +36,15 @@ def redis_server() -> Iterator[RedisServer]:
 
 
 @pytest.fixture(scope="module")
-def cluster(redis_server: RedisServer) -> Iterator[Gunicorn]:
+def cluster_settings() -> dict[str, str]:
+    """``PUSHSVC_*`` settings of ``cluster`` besides the broker and heartbeat; a module may override it."""
+    return {}
+
+
+@pytest.fixture(scope="module")
+def cluster(redis_server: RedisServer, cluster_settings: dict[str, str]) -> Iterator[Gunicorn]:
     """Two gevent workers on the module's private Redis, both serving before the first test."""
-    with Gunicorn(workers=2, env=cluster_env(redis_server)) as gunicorn:
+    with Gunicorn(workers=2, env=cluster_env(redis_server, **cluster_settings)) as gunicorn:
         wait_all_workers(gunicorn, redis_server.url)
         yield gunicorn
 

@@ -24,7 +24,9 @@ def test_the_caps_follow_the_limit():
 
 def test_a_worker_under_a_low_file_limit_refuses_softly_and_keeps_answering():
     prlimit = require("prlimit", "PUSHSVC_REQUIRE_PRLIMIT")
-    env = {"PUSHSVC_MAX_CONNECTIONS": "5000"}
+    # A refused subscribe's connection is kept alive for a next request: at the connection cap the next
+    # subscribes wait in the backlog until those keep-alives run out, so a short one (1 s, not 5) each time.
+    env = {"PUSHSVC_MAX_CONNECTIONS": "5000", "PUSHSVC_KEEPALIVE": "1"}
     with Gunicorn(env=env, wrapper=(prlimit, f"--nofile={LIMIT}:{LIMIT}", "--")) as server:
         streams: list[RawStream] = []
         try:

@@ -66,6 +66,8 @@ def test_the_signature_is_the_hmac_sha256_of_the_raw_body():
 @pytest.mark.parametrize("config, message", [
     ({"presence_grace_seconds": -1}, "PUSHSVC_PRESENCE_GRACE_SECONDS must be 0 to 3600"),
     ({"presence_grace_seconds": "nan"}, "PUSHSVC_PRESENCE_GRACE_SECONDS must be 0 to 3600"),
+    ({"presence_ttl_seconds": 2}, "PUSHSVC_PRESENCE_TTL_SECONDS must be 3 to 30"),
+    ({"presence_ttl_seconds": 31}, "PUSHSVC_PRESENCE_TTL_SECONDS must be 3 to 30"),
     ({"webhook_url": "ftp://example.com/x"}, "PUSHSVC_WEBHOOK_URL is 'ftp://example.com/x'"),
     ({"webhook_url": "http://"}, "PUSHSVC_WEBHOOK_URL is 'http://'"),
     ({"webhook_secret": "s"}, "PUSHSVC_WEBHOOK_SECRET is set but PUSHSVC_WEBHOOK_URL is not"),
@@ -85,6 +87,8 @@ def test_presence_settings_from_the_environment():
             settings.webhook_retry_seconds, settings.presence_tracking) == (
         0.5, "https://hooks.example/presence", "k", 60.0, True)
     assert Settings.load(environ={}).presence_grace_seconds == 5.0
+    assert Settings.load(environ={}).presence_ttl_seconds == 15.0
+    assert Settings.load(environ={"PUSHSVC_PRESENCE_TTL_SECONDS": "4.5"}).presence_ttl_seconds == 4.5
 
 
 @pytest.mark.parametrize("value, expected", [(None, False), ("1", True), ("true", True), ("0", False),

@@ -14,7 +14,6 @@ import pytest
 import redis
 
 from pushsvc.brokers.redis.broker import POOL_SIZE
-from pushsvc.brokers.redis.presence import PRESENCE_TTL_SECONDS
 
 from .helpers import assert_next_is_marker, publisher, wait_for
 from .redis_tools import (
@@ -25,6 +24,14 @@ from .redis_tools import (
     workers_holding,
 )
 from .servers import ROOT
+
+# A killed worker's presence expires after this (a third of the default 15 s), so its test waits seconds.
+PRESENCE_TTL_SECONDS = 5
+
+
+@pytest.fixture(scope="module")
+def cluster_settings() -> dict[str, str]:
+    return {"PUSHSVC_PRESENCE_TTL_SECONDS": str(PRESENCE_TTL_SECONDS)}
 
 
 @pytest.fixture

@@ -91,7 +91,8 @@ def test_two_masters_report_each_transition_once_and_a_failing_receiver_gets_eve
 def test_transitions_held_by_workers_that_die_reach_the_receiver_later(log, redis_server):
     with Receiver(SECRET) as receiver:
         receiver.down = True
-        env = webhook_env(log, receiver, redis_server)
+        # The dead workers' transitions wait for their liveness keys to expire: 5 s here, not 15 s.
+        env = {**webhook_env(log, receiver, redis_server), "PUSHSVC_PRESENCE_TTL_SECONDS": "5"}
         with Gunicorn(app=PRESENCE_APP, env=env) as one, Gunicorn(app=PRESENCE_APP, env=env) as two:
             first = [visit(server, f"wd-waker-{server.port}") for server in (one, two)]
             visit(one, "wd-1").close()
@@ -102,7 +103,7 @@ def test_transitions_held_by_workers_that_die_reach_the_receiver_later(log, redi
                 os.kill(pid, signal.SIGKILL)
             for stream in first:
                 stream.close()
-            # New workers come up; a stream wakes each. Once the dead workers' liveness has expired (15 s)
+            # New workers come up; a stream wakes each. Once the dead workers' liveness has expired (5 s)
             # their transitions are taken over, and the receiver, back by then, gets them.
             for server in (one, two):
                 assert wait_for(lambda s=server: set(s.worker_pids()) - set(victims), 20)

@@ -25,7 +25,7 @@ from gevent.monkey import is_module_patched
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from ...config import Settings
+from ...config import DEFAULT_PRESENCE_TTL_SECONDS, Settings
 from ...model import ClientInfo, Message, Published, Replay
 from ...registry import Connection, Registry
 from ...transitions import Tracking
@@ -38,7 +38,7 @@ from .errors import UNAVAILABLE, unavailable
 from .history import RedisHistory
 from .idempotency import RedisIdempotency
 from .lifecycle import RedisTracking
-from .presence import PRESENCE_REFRESH_SECONDS, Presence
+from .presence import Presence, refresh_seconds
 from .reader import CANARY_INTERVAL_SECONDS, Reader, write_canary
 from .replicas import WAIT_TIMEOUT_MS, publish_replicated
 from .schema import DEFAULT_NAMESPACE, Keys, encode_target, event_id, event_key
@@ -61,7 +61,7 @@ class RedisBroker(Broker):
 
     def __init__(self, url: str, *, history_size: int, history_ttl_seconds: float,
                  namespace: str = DEFAULT_NAMESPACE, min_replicas: int = 0, read_linger_ms: int = 0,
-                 follow_failover: bool | None = None):
+                 follow_failover: bool | None = None, presence_ttl: float = DEFAULT_PRESENCE_TTL_SECONDS):
         self.url = url
         self.keys = Keys(namespace)
         self.history_size = history_size
@@ -85,12 +85,12 @@ class RedisBroker(Broker):
         self._publish = self.redis.register_script(PUBLISH)
         self.history = RedisHistory(self.redis, self.keys, ttl_ms=self.ttl_ms, follow=self.follow)
         self._head = self.redis.register_script(HEAD)
-        # The subscribes of a connect storm share one head lookup per round trip (see .coalesce).
-        self._shared_head = Coalesced(self.head)
+        self._shared_head = Coalesced(self.head)  # one head lookup per round trip in a storm
         self.registry: Registry | None = None
         self._pid: int | None = None
         self.worker = ""
         self._new_worker_id()
+        self.presence_ttl = presence_ttl
         self.presence = self._new_presence()
         self.reader: Reader | None = None
         self._keeper: gevent.Greenlet | None = None
@@ -100,17 +100,17 @@ class RedisBroker(Broker):
         self.tracking: RedisTracking | None = None
 
     def _new_presence(self) -> Presence:  # one Presence per shard on a cluster
-        return Presence(self.redis, self.keys, self.worker)
+        return Presence(self.redis, self.keys, self.worker, ttl_seconds=self.presence_ttl)
 
     def track_presence(self, tracking: Tracking) -> None:
         self.tracking = RedisTracking(self.url, self.redis, self.keys, tracking,
-                                      connect_timeout=CONNECT_TIMEOUT_SECONDS)
+                                      connect_timeout=CONNECT_TIMEOUT_SECONDS, ttl_seconds=self.presence.ttl)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> RedisBroker:
         return cls(settings.broker_url, history_size=settings.history_size,
                    history_ttl_seconds=settings.history_ttl_seconds, min_replicas=settings.redis_min_replicas,
-                   read_linger_ms=settings.redis_read_linger_ms)
+                   read_linger_ms=settings.redis_read_linger_ms, presence_ttl=settings.presence_ttl_seconds)
 
     def _new_worker_id(self) -> None:
         # Host and pid make the presence keys readable; the random part keeps a reused pid apart.
@@ -194,7 +194,7 @@ class RedisBroker(Broker):
 
     def _keep(self) -> None:
         """Every second a canary tick for the reader; every few seconds the presence refresh."""
-        refresh_every = max(1, int(PRESENCE_REFRESH_SECONDS / CANARY_INTERVAL_SECONDS))
+        refresh_every = max(1, int(refresh_seconds(self.presence.ttl) / CANARY_INTERVAL_SECONDS))
         tick = 0
         while True:
             try:

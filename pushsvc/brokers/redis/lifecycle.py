@@ -21,12 +21,13 @@ class RedisTracking:
     """Counts this worker's streams and reads the transitions, for ``tracking``."""
 
     def __init__(self, url: str, client: redis.Redis, keys: Keys, tracking: Tracking, *,
-                 connect_timeout: float):
+                 connect_timeout: float, ttl_seconds: float):
         self.url = url
         self.redis = client
         self.keys = keys
         self.tracking = tracking
         self.connect_timeout = connect_timeout
+        self.ttl_seconds = ttl_seconds
         self.tracker: Tracker | None = None
         self.feed: Feed | None = None
         self._pid = os.getpid()
@@ -36,7 +37,7 @@ class RedisTracking:
         if self._pid == os.getpid():
             self.stop()
         self._pid = os.getpid()  # a forked child leaves its parent's share alone
-        self.tracker = Tracker(self.redis, self.keys, worker, self.tracking)
+        self.tracker = Tracker(self.redis, self.keys, worker, self.tracking, ttl_seconds=self.ttl_seconds)
         self.feed = Feed(self.url, self.redis, self.keys, worker, self.tracking,
                          connect_timeout=self.connect_timeout)
         # The consumer groups exist before this worker's first count can make a transition.

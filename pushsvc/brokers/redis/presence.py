@@ -16,6 +16,7 @@ import gevent
 import gevent.event
 import redis
 
+from ...config import DEFAULT_PRESENCE_TTL_SECONDS
 from ...model import ClientInfo, Target
 from ...registry import Connection, Registry
 from .schema import TOTAL_FIELD, Keys, encode_presence, merge_presence
@@ -23,18 +24,24 @@ from .scripts import PRESENCE
 
 log = logging.getLogger(__name__)
 
-# Stale entries of a killed worker disappear after this; refreshes come three times as often.
-PRESENCE_TTL_SECONDS = 15
-PRESENCE_REFRESH_SECONDS = 5.0
+
+def refresh_seconds(ttl_seconds: float) -> float:
+    """How often a worker refreshes what expires after ``ttl_seconds``: a third of it, so a worker that
+    misses one refresh (a stall, a slow Redis) is not yet taken for dead."""
+    return ttl_seconds / 3
 
 
 class Presence:
     """This worker's share of presence in Redis, and the whole service's view of it."""
 
-    def __init__(self, client: redis.Redis, keys: Keys, worker: str):
+    def __init__(self, client: redis.Redis, keys: Keys, worker: str, *,
+                 ttl_seconds: float = DEFAULT_PRESENCE_TTL_SECONDS):
         self.redis = client
         self.keys = keys
         self.worker = worker
+        # Stale entries of a killed worker disappear after this (PUSHSVC_PRESENCE_TTL_SECONDS).
+        self.ttl = ttl_seconds
+        self.ttl_ms = int(ttl_seconds * 1000)
         self.registry: Registry | None = None
         self._dirty_clients: set[str] = set()
         self._dirty_groups: set[str] = set()
@@ -166,8 +173,8 @@ class Presence:
             self.sync()
             return
         pipe = self.redis.pipeline(transaction=False)
-        pipe.expire(self.keys.worker_groups(self.worker), PRESENCE_TTL_SECONDS)
-        pipe.expire(self.keys.worker_clients(self.worker), PRESENCE_TTL_SECONDS)
+        pipe.pexpire(self.keys.worker_groups(self.worker), self.ttl_ms)
+        pipe.pexpire(self.keys.worker_clients(self.worker), self.ttl_ms)
         pipe.sadd(self.keys.workers, self.worker)
         alive = self._execute(pipe)[0]
         if not alive:
@@ -182,8 +189,8 @@ class Presence:
         pipe.execute()
 
     def _finish(self, pipe: Any) -> None:
-        pipe.expire(self.keys.worker_clients(self.worker), PRESENCE_TTL_SECONDS)
-        pipe.expire(self.keys.worker_groups(self.worker), PRESENCE_TTL_SECONDS)
+        pipe.pexpire(self.keys.worker_clients(self.worker), self.ttl_ms)
+        pipe.pexpire(self.keys.worker_groups(self.worker), self.ttl_ms)
         pipe.sadd(self.keys.workers, self.worker)
 
     def _execute(self, pipe: Any) -> list[Any]:

@@ -53,8 +53,9 @@ class ShardedPresence:
     """One :class:`.presence.Presence` per shard, fed the changes of that shard's connections."""
 
     def __init__(self, client: redis.Redis, shard_keys: Sequence[Keys], worker: str,
-                 shard_of: Callable[[str], int]):
-        self.shards = [Presence(client, keys, worker) for keys in shard_keys]
+                 shard_of: Callable[[str], int], *, ttl: float):
+        self.ttl = ttl
+        self.shards = [Presence(client, keys, worker, ttl_seconds=ttl) for keys in shard_keys]
         self.shard_of = shard_of
         self.registry: Registry | None = None
         self._views: list[PartitionView] = []

@@ -65,10 +65,10 @@ class ShardedBroker(RedisBroker):
     def from_settings(cls, settings: Settings) -> ShardedBroker:
         return cls(settings.broker_url, history_size=settings.history_size,
                    history_ttl_seconds=settings.history_ttl_seconds, min_replicas=settings.redis_min_replicas,
-                   read_linger_ms=settings.redis_read_linger_ms)
+                   read_linger_ms=settings.redis_read_linger_ms, presence_ttl=settings.presence_ttl_seconds)
 
     def _new_presence(self) -> ShardedPresence:  # type: ignore[override]
-        return ShardedPresence(self.redis, self.shard_keys, self.worker, self.shard_of)
+        return ShardedPresence(self.redis, self.shard_keys, self.worker, self.shard_of, ttl=self.presence_ttl)
 
     def shard_of(self, client_id: str) -> int:
         return zlib.crc32(client_id.encode("utf-8")) % self.shards

@@ -17,7 +17,7 @@ import redis
 
 from ...registry import Connection, Registry
 from ...transitions import OFFLINE, ONLINE, Tracking, UnitCounts
-from .presence import PRESENCE_REFRESH_SECONDS, PRESENCE_TTL_SECONDS
+from .presence import refresh_seconds
 from .schema import Keys
 from .transitions import Scripts
 
@@ -36,7 +36,8 @@ KEEP_MOST = 1_000_000
 class Tracker:
     """Counts this worker's streams per unit in Redis, and keeps it alive there."""
 
-    def __init__(self, client: redis.Redis, keys: Keys, worker: str, tracking: Tracking):
+    def __init__(self, client: redis.Redis, keys: Keys, worker: str, tracking: Tracking, *,
+                 ttl_seconds: float):
         self.redis = client
         self.keys = keys
         self.worker = worker
@@ -44,7 +45,8 @@ class Tracker:
         self.scripts = Scripts(client, keys)
         self.units = UnitCounts()
         self.grace_ms = int(tracking.grace_seconds * 1000)
-        self.alive_ms = PRESENCE_TTL_SECONDS * 1000
+        self.ttl_seconds = ttl_seconds
+        self.alive_ms = int(ttl_seconds * 1000)
         self.keep_ms = int(tracking.keep_seconds * 1000)
         self.registry: Registry | None = None
         self._whole = True  # write everything next (first write, after a failure or a sweep)
@@ -123,7 +125,7 @@ class Tracker:
         return True
 
     def _keep(self) -> None:
-        refresh_every = max(1, int(PRESENCE_REFRESH_SECONDS / SWEEP_SECONDS))
+        refresh_every = max(1, int(refresh_seconds(self.ttl_seconds) / SWEEP_SECONDS))
         tick = 0
         while True:
             gevent.sleep(SWEEP_SECONDS)
