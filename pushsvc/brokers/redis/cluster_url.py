@@ -105,20 +105,28 @@ class LazyCluster:
 
     def __getattr__(self, name: str) -> Any:
         attribute = getattr(self.client, name)
-        if not callable(attribute):
-            return attribute
+        return _as_redis_errors(attribute) if callable(attribute) else attribute
 
-        def call(*args: Any, **kwargs: Any) -> Any:
-            try:
-                return attribute(*args, **kwargs)
-            except redis.exceptions.RedisClusterException as error:  # not a RedisError: slots not served
-                raise redis.ConnectionError(f"Redis Cluster: {error}") from error
-        return call
+    def pipeline(self, *args: Any, **kwargs: Any) -> Any:
+        pipe = self.client.pipeline(*args, **kwargs)
+        pipe.execute = _as_redis_errors(pipe.execute)
+        return pipe
 
     def close(self) -> None:
         if self._client is not None:
             self._client.close()
             self._client = None
+
+
+def _as_redis_errors(fn: Any) -> Any:
+    """``fn``, raising the cluster's own errors (not RedisErrors: slots not served, no node reachable)
+    as the ``ConnectionError`` every caller handles as "Redis cannot be used right now"."""
+    def call(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except redis.exceptions.RedisClusterException as error:
+            raise redis.ConnectionError(f"Redis Cluster: {error}") from error
+    return call
 
 
 def cluster_client(url: str, options: dict[str, Any], *, blocking: bool) -> LazyCluster:

@@ -7,10 +7,11 @@ may lack events that the old one took after the newest entry it passed on, and n
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import redis
 
-from ...model import RESET_EXPIRED, RESET_UNKNOWN, Replay
+from ...model import RESET_EXPIRED, RESET_UNKNOWN, Frame, Replay
 from .errors import UNAVAILABLE, unavailable
 from .schema import Keys, event_id, frames_for, parse_event_id, stream_id_tuple
 from .scripts import REPLAY
@@ -46,10 +47,17 @@ class RedisHistory:
                 return Replay(reset=RESET_UNKNOWN, head_id=head)  # lost with the server that issued it
             if not held:
                 return Replay(reset=RESET_EXPIRED, head_id=head)
-            frames = frames_for(page, client_id, groups)
-            while len(page) == REPLAY_PAGE:
-                page = self.redis.xrange(self.keys.stream, b"(" + page[-1][0], "+", count=REPLAY_PAGE)
-                frames += frames_for(page, client_id, groups)
+            frames = frames_after(self.redis, self.keys.stream, page, client_id, groups)
         except UNAVAILABLE as error:
             raise unavailable(error) from error
         return Replay(frames, head_id=head)
+
+
+def frames_after(client: redis.Redis, stream: str, page: list[Any], client_id: str,
+                 groups: Sequence[str]) -> list[Frame]:
+    """The frames for a connection in the first ``page`` of a replay and in the pages after it."""
+    frames = frames_for(page, client_id, groups)
+    while len(page) == REPLAY_PAGE:
+        page = client.xrange(stream, b"(" + page[-1][0], "+", count=REPLAY_PAGE)
+        frames += frames_for(page, client_id, groups)
+    return frames

@@ -196,7 +196,7 @@ class Presence:
     def _execute(self, pipe: Any) -> list[Any]:
         try:
             return pipe.execute()
-        except redis.RedisError:
+        except Exception:  # whatever it was, the dirty sets are gone: rewrite everything next time
             self._full = True
             raise
 

@@ -18,6 +18,14 @@ local function replication_id()
   return string.match(redis.call('INFO', 'replication'), 'master_replid:(%x+)') or ''
 end
 
+-- A new generation: Redis time in ms, and always above the old one (if any).
+local function next_generation(gen)
+  local t = redis.call('TIME')
+  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  if gen and now <= tonumber(gen) then now = tonumber(gen) + 1 end
+  return string.format('%.0f', now)
+end
+
 local function ensure_generation(key, epoch, follow)
   local gen = redis.call('GET', key)
   if gen and follow ~= '1' then return gen end
@@ -26,10 +34,7 @@ local function ensure_generation(key, epoch, follow)
     replid = replication_id()
     if gen and redis.call('GET', epoch) == replid then return gen end
   end
-  local t = redis.call('TIME')
-  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-  if gen and now <= tonumber(gen) then now = tonumber(gen) + 1 end
-  gen = string.format('%.0f', now)
+  gen = next_generation(gen)
   redis.call('SET', key, gen)
   if follow == '1' then redis.call('SET', epoch, replid) end
   return gen

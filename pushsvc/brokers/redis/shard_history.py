@@ -14,8 +14,8 @@ import redis
 
 from ...model import RESET_EXPIRED, RESET_UNKNOWN, Replay
 from .errors import UNAVAILABLE, unavailable
-from .history import REPLAY_PAGE
-from .schema import Keys, event_id, frames_for, parse_event_id, stream_id_tuple
+from .history import REPLAY_PAGE, frames_after
+from .schema import Keys, event_id, parse_event_id, stream_id_tuple
 from .shard_scripts import REPLAY
 
 
@@ -40,10 +40,7 @@ class ShardHistory:
                 lost = (parsed is None or int(generation) < int(since)
                         or stream_id_tuple(stream_id) > stream_id_tuple(last))
                 return Replay(reset=RESET_UNKNOWN if lost else RESET_EXPIRED, head_id=head)
-            frames = frames_for(page, client_id, groups)
-            while len(page) == REPLAY_PAGE:
-                page = self.redis.xrange(keys.stream, b"(" + page[-1][0], "+", count=REPLAY_PAGE)
-                frames += frames_for(page, client_id, groups)
+            frames = frames_after(self.redis, keys.stream, page, client_id, groups)
         except UNAVAILABLE as error:
             raise unavailable(error) from error
         return Replay(frames, head_id=head)

@@ -25,10 +25,7 @@ local function shard_generation(gen_key, epoch_key, since_key)
   if gen and redis.call('GET', epoch_key) == replid then
     return gen, redis.call('GET', since_key) or gen
   end
-  local t = redis.call('TIME')
-  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-  if gen and now <= tonumber(gen) then now = tonumber(gen) + 1 end
-  gen = string.format('%.0f', now)
+  gen = next_generation(gen)
   redis.call('SET', gen_key, gen)
   redis.call('SET', epoch_key, replid)
   redis.call('SET', since_key, gen)
