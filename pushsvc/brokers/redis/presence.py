@@ -8,12 +8,15 @@ that dies without a word is gone from every count once its hashes expire.
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import gevent
 import gevent.event
+import gevent.lock
 import redis
 
 from ...config import DEFAULT_PRESENCE_TTL_SECONDS
@@ -29,6 +32,20 @@ def refresh_seconds(ttl_seconds: float) -> float:
     """How often a worker refreshes what expires after ``ttl_seconds``: a third of it, so a worker that
     misses one refresh (a stall, a slow Redis) is not yet taken for dead."""
     return ttl_seconds / 3
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _one_at_a_time(method: F) -> F:
+    """Writes of a worker's share run one at a time: a full rewrite (the keeper's refresh) and a change
+    written meanwhile (a connect's flush) could land in either order, and the older picture would then
+    overwrite the newer one until that client changed again."""
+    @functools.wraps(method)
+    def run(self: Presence, *args: Any, **kwargs: Any) -> Any:
+        with self._writing:
+            return method(self, *args, **kwargs)
+    return run  # type: ignore[return-value]
 
 
 class Presence:
@@ -52,6 +69,7 @@ class Presence:
         self._progress = gevent.event.Event()
         # Rewrite everything at the next chance (first write, or after a failed one or a lost Redis).
         self._full = True
+        self._writing = gevent.lock.RLock()
         self._script = client.register_script(PRESENCE)
 
     @property
@@ -110,6 +128,7 @@ class Presence:
 
     # -- writing this worker's share ------------------------------------------------------------------
 
+    @_one_at_a_time
     def flush(self) -> None:
         """Write the changes since the last flush (everything, when a full rewrite is due)."""
         registry = self.registry
@@ -140,6 +159,7 @@ class Presence:
         self._finish(pipe)
         self._execute(pipe)
 
+    @_one_at_a_time
     def sync(self) -> None:
         """Replace this worker's share with the registry's whole state, atomically."""
         registry = self.registry
@@ -165,6 +185,7 @@ class Presence:
         self._finish(pipe)
         self._execute(pipe)
 
+    @_one_at_a_time
     def refresh(self) -> None:
         """Keep this worker's share alive; rewrite it when Redis lost it (restarted empty)."""
         if self.registry is None:
@@ -181,6 +202,7 @@ class Presence:
             log.info("presence of worker %s was gone from Redis; rewriting it", self.worker)
             self.sync()
 
+    @_one_at_a_time
     def withdraw(self) -> None:
         """Remove this worker's share (on a clean stop)."""
         pipe = self.redis.pipeline(transaction=True)
