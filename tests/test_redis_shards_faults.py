@@ -53,6 +53,18 @@ def elsewhere(servers: tuple[Gunicorn, ...], cluster: Cluster, master: ClusterNo
     raise AssertionError(f"every {prefix}-* lives on {master}")
 
 
+def watched(servers: tuple[Gunicorn, Gunicorn], cluster: Cluster, flooded: str,
+            prefix: str) -> tuple[str, str, dict[str, list[RawStream]]]:
+    """The flooded client's shard key, a bystander on another master, and their open streams (two per
+    server for the flooded client, one for the bystander)."""
+    first = send(servers[0], {"to": flooded, "data": "probe"})
+    key = shard_key(cluster, first, flooded)
+    bystander = elsewhere(servers, cluster, cluster.master_for_key(key), prefix)
+    streams = {flooded: open_streams(servers, flooded, per_server=2),
+               bystander: open_streams(servers, bystander, per_server=1)}
+    return key, bystander, streams
+
+
 def mixed(flooded: str, bystander: str) -> Callable[[int], dict]:
     """The flood's n-th publish: mostly to ``flooded``, some to ``bystander``, every fifth to everyone."""
     def body(n: int) -> dict:
@@ -141,11 +153,8 @@ def test_a_masters_failover_during_a_flood_delivers_every_202_once(servers, redi
     killed (SIGKILL; the cluster promotes the replica). Publishes to that shard may be 503 for a
     moment; none is a 202 that is lost."""
     flooded = f"flood-{how}"
-    first = send(servers[0], {"to": flooded, "data": "probe"})
-    master = redis_cluster.master_for_key(shard_key(redis_cluster, first, flooded))
-    bystander = elsewhere(servers, redis_cluster, master, f"calm-{how}")
-    streams = {flooded: open_streams(servers, flooded, per_server=2),
-               bystander: open_streams(servers, bystander, per_server=1)}
+    key, bystander, streams = watched(servers, redis_cluster, flooded, f"calm-{how}")
+    master = redis_cluster.master_for_key(key)
     pids = worker_pids(servers)
     try:
         since = send(servers[1], {"to": flooded, "data": "before"})
@@ -154,7 +163,7 @@ def test_a_masters_failover_during_a_flood_delivers_every_202_once(servers, redi
             before = len(flood.answers)
             started = time.monotonic()
             promoted = redis_cluster.failover(master) if how == "failover" else redis_cluster.kill(master)
-            assert redis_cluster.master_for_key(shard_key(redis_cluster, first, flooded)) is promoted
+            assert redis_cluster.master_for_key(key) is promoted
             assert wait_for(lambda: flood.accepted_since(before) >= 20, RECOVERY_SECONDS), \
                 flood.answers[before:][-20:]
             recovered = time.monotonic() - started
@@ -179,13 +188,9 @@ def test_a_live_reshard_of_a_shards_slot_loses_nothing(servers, redis_cluster):
     before the move gets the events after it, or ``event: reset`` (what it gets today: the shard's new
     master starts a new generation, as after a failover), never a silent gap."""
     flooded = "moving"
-    first = send(servers[0], {"to": flooded, "data": "probe"})
-    key = shard_key(redis_cluster, first, flooded)
+    key, bystander, streams = watched(servers, redis_cluster, flooded, "still")
     source = redis_cluster.master_for_key(key)
     target = next(m for m in redis_cluster.masters() if m is not source)
-    bystander = elsewhere(servers, redis_cluster, source, "still")
-    streams = {flooded: open_streams(servers, flooded, per_server=2),
-               bystander: open_streams(servers, bystander, per_server=1)}
     pids = worker_pids(servers)
     try:
         since = send(servers[1], {"to": flooded, "data": "before"})

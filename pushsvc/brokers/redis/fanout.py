@@ -71,14 +71,18 @@ class FanOut:
         token = secrets.token_hex(8)
         first = self._lock(token, len(messages), deadline)
         try:
-            shards = sorted({shard for shards in plan for shard in shards})
+            by_shard: dict[int, list[int]] = {}  # the messages of each shard, in order
+            for index, targets in enumerate(plan):
+                for shard in targets:
+                    by_shard.setdefault(shard, []).append(index)
+            shards = sorted(by_shard)
             generation = str(max(int(g) for g in concurrently(self._generation, shards)))
             ids = [f"{first + index}-0" for index in range(len(messages))]
             online = [0] * len(messages)
             stored: list[int] = []
 
             def store(shard: int) -> None:
-                indexes = [i for i, shards in enumerate(plan) if shard in shards]
+                indexes = by_shard[shard]
                 _, counted = self._store(shard, [messages[i] for i in indexes], deadline,
                                          generation=generation, first=[ids[i] for i in indexes])
                 for index, (_, audience) in zip(indexes, counted, strict=True):

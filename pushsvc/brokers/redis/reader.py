@@ -67,6 +67,7 @@ class Reader:
         # long timeout is for the blocking read, and must not hold a starting worker for seconds.
         self._head = head
         self.generation: str | None = None
+        self._generation_seen = b""  # the generation of the last entry delivered, as read
         self.last_id = "0-0"
         self.canary_id = "0-0"
         self.connected = False
@@ -174,8 +175,11 @@ class Reader:
             self.last_id = raw_id.decode()
             # A fan-out on a cluster's shard raises its generation without a loss (see .shard_scripts):
             # follow it, so a reconnect compares with the newest generation read, not the first.
-            if self.generation is not None and int(fields[b"g"]) > int(self.generation):
-                self.generation = fields[b"g"].decode()
+            generation = fields[b"g"]
+            if generation != self._generation_seen and self.generation is not None:
+                self._generation_seen = generation  # parsed only when it changes, not per event
+                if int(generation) > int(self.generation):
+                    self.generation = generation.decode()
             target = targets.get(fields[b"t"])
             if target is None:
                 if len(targets) > 4096:
